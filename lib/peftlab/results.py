@@ -1,0 +1,136 @@
+"""Result files: atomic writes, provenance metadata, and loading that detects damage.
+
+A result is written to a temporary name in the same folder and renamed into place, so a
+killed run never leaves a file that looks finished. Every record carries a `kind`, a
+`status` (ok | failed) and provenance (`meta`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import repo_root
+
+PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "pandas", "papermill", "snakemake")
+REQUIRED_FIELDS = ("kind", "status", "meta")
+
+
+class ResultError(ValueError):
+    """A result file is missing, truncated or not a result record."""
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/inf become null so the file is strict JSON; numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, record: dict) -> Path:
+    text = json.dumps(_jsonable(record), indent=2, sort_keys=False, allow_nan=False)
+    return _atomic_write(Path(path), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+
+
+def write_parquet(path: str | os.PathLike, frame) -> Path:
+    return _atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """Load a result record; a truncated or foreign file is a ResultError, never data."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultError(f"result file {path} does not exist")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultError(f"result file {path} is corrupted or truncated ({exc}); delete it and rerun") from exc
+    if not isinstance(record, dict) or any(field not in record for field in REQUIRED_FIELDS):
+        raise ResultError(f"result file {path} is not a result record (needs fields {', '.join(REQUIRED_FIELDS)})")
+    if record["status"] not in ("ok", "failed"):
+        raise ResultError(f"result file {path} has status {record['status']!r}; expected ok or failed")
+    return record
+
+
+def finished(path: str | os.PathLike, config_hash: str) -> dict | None:
+    """The record at `path` if it is ok and was made from the same config, else None."""
+    try:
+        record = read_record(path)
+    except ResultError:
+        return None
+    if record["status"] == "ok" and record.get("config_hash") == config_hash:
+        return record
+    return None
+
+
+def git_state() -> dict:
+    root = repo_root()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def run_metadata(device: str | None = None) -> dict:
+    import torch
+
+    info = {
+        "versions": package_versions(),
+        "git": git_state(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def failure(error: BaseException, phase: str) -> dict:
+    return {"type": type(error).__name__, "message": str(error), "phase": phase}

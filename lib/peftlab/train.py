@@ -1,0 +1,214 @@
+"""One training run: a base model, a method, a task's rows, TRL's SFTTrainer, a record.
+
+The run writes into `out_dir`:
+  model/     the merged model in the base model's dtype (what evaluation serves)
+  adapter/   the unmerged adapter (LoRA, DoRA, VeRA)
+  train.json the record, written last and atomically: its presence with status ok
+             means the run finished; a killed run leaves none.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from .config import TRAIN_IDENTITY_KEYS, ConfigError, config_hash, effective_alpha, effective_learning_rate
+from .data import load_rows
+from .memory import PhaseMemory
+from .methods import attach_method, merge_into_base, parameter_counts
+from .models import load_model
+from .results import failure, finished, read_record, ResultError, run_metadata, write_json
+from .tasks import train_example
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _replace_dir(build, final: Path) -> None:
+    """Write a directory under a temporary name, then swap it into place."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _guard_out_dir(record_path: Path, chash: str, force: bool) -> dict | None:
+    """Return a finished record to reuse, refuse to overwrite another config's result."""
+    try:
+        record = read_record(record_path)
+    except ResultError:
+        return None  # absent, or damaged: the run is redone and replaces it
+    if record["status"] == "ok" and record.get("config_hash") == chash and not force:
+        return record
+    if record["status"] == "ok" and record.get("config_hash") != chash and not force:
+        raise ConfigError(
+            f"out_dir {str(record_path.parent)!r} already holds a finished run of another configuration "
+            f"(hash {record.get('config_hash')}, this one {chash}); choose another out_dir or set force=true"
+        )
+    return None
+
+
+def _fit_rows(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Drop rows longer than max_length: truncation would cut the answer, the part trained on."""
+    kept = []
+    for example in examples:
+        ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True,
+                                            enable_thinking=False, return_dict=True)["input_ids"]
+        if len(ids) <= max_length:
+            kept.append(example)
+    return kept, len(examples) - len(kept)
+
+
+def _trainer_callbacks():
+    from transformers import TrainerCallback
+
+    class StopOnNonFiniteLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise NonFiniteLossError(f"training loss became {loss} at optimizer step {state.global_step}")
+
+    return [StopOnNonFiniteLoss()]
+
+
+def run_training(*, config: Mapping) -> dict:
+    """Train, merge, save and record one run. Returns the record (an existing ok one if the
+    same configuration already finished here, unless config['force'])."""
+    config = dict(config)
+    out_dir = Path(config["out_dir"])
+    record_path = out_dir / "train.json"
+    chash = config_hash(config, TRAIN_IDENTITY_KEYS)
+    existing = _guard_out_dir(record_path, chash, config["force"])
+    if existing is not None:
+        print(f"{record_path} is finished (config {chash}); not redone (set force=true to redo)")
+        return existing
+
+    started = time.perf_counter()
+    phase, info, timings = "load", None, {}
+    record = {"kind": "train", "status": "failed", "config": config, "config_hash": chash,
+              "run": out_dir.name, "learning_rate": effective_learning_rate(config),
+              "alpha": effective_alpha(config) if config["method"] in ("lora", "dora") else None}
+    try:
+        from transformers import set_seed
+
+        set_seed(config["seed"])
+        rows = load_rows(task=config["train_task"], split="train", source=config["data_source"],
+                         n=config["n_train"])
+        model, tokenizer, info = load_model(base_model=config["base_model"], dtype=config["dtype"],
+                                            device=config["device"])
+        base_dtype = model.dtype
+        timings["load_s"] = time.perf_counter() - started
+
+        phase = "prepare"
+        examples = [train_example(config["train_task"], row, config["protocol"]) for row in rows]
+        examples, n_too_long = _fit_rows(examples, tokenizer, config["max_length"])
+        if not examples:
+            raise ConfigError(f"config key 'max_length': every one of the {len(rows)} training rows is longer "
+                              f"than {config['max_length']} tokens; allowed: a larger max_length")
+        set_seed(config["seed"])  # adapter initialisation draws from the run's seed
+        model = attach_method(model, config)
+        counts = parameter_counts(model)
+        if config["gradient_checkpointing"] and config["method"] != "full":
+            model.enable_input_require_grads()
+
+        phase = "train"
+        trainer, train_s, memory = _train(model, tokenizer, examples, config, out_dir)
+        timings["train_s"] = train_s
+        tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * math.ceil(config["epochs"])
+        history = trainer.state.log_history
+        curve = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"),
+                  "grad_norm": h.get("grad_norm")} for h in history if "loss" in h]
+
+        phase = "save"
+        save_started = time.perf_counter()
+        adapter_bytes = None
+        if config["method"] != "full":
+            _replace_dir(lambda d: model.save_pretrained(d), out_dir / "adapter")
+            adapter_bytes = _dir_size(out_dir / "adapter")
+        merged = merge_into_base(model, base_dtype)
+
+        def save_merged(directory: Path) -> None:
+            merged.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+
+        _replace_dir(save_merged, out_dir / "model")
+        timings["save_s"] = time.perf_counter() - save_started
+
+        record.update({
+            "status": "ok",
+            "model": {**info.to_dict(), "merged_path": str(out_dir / "model"),
+                      "merged_dtype": str(merged.dtype).replace("torch.", ""),
+                      "merged_bytes": _dir_size(out_dir / "model")},
+            **counts,
+            "adapter_bytes": adapter_bytes,
+            "n_rows": len(examples), "n_rows_too_long": n_too_long,
+            "optimizer_steps": trainer.state.global_step,
+            "tokens": tokens, "tokens_per_s": tokens / train_s if train_s else None,
+            "loss_curve": curve,
+            "final_loss": curve[-1]["loss"] if curve else None,
+            "memory": memory,
+        })
+    except BaseException as error:
+        record["error"] = {**failure(error, phase), "traceback": traceback.format_exc(limit=20)}
+        if isinstance(error, Exception):  # a failure is recorded; an interruption (Ctrl-C, kill) is not
+            record["timings"] = {**timings, "wall_s": time.perf_counter() - started}
+            record["meta"] = run_metadata(info.device if info else None)
+            write_json(record_path, record)
+        raise
+    finally:
+        shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
+    record["timings"] = {**timings, "wall_s": time.perf_counter() - started}
+    record["meta"] = run_metadata(info.device)
+    record["model"]["dtype"] = info.dtype
+    write_json(record_path, record)
+    return record
+
+
+def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    steps_per_epoch = math.ceil(len(examples) / (config["batch_size"] * config["grad_accum"]))
+    total_steps = max(1, math.ceil(steps_per_epoch * config["epochs"]))
+    bf16 = model.dtype == torch.bfloat16
+    args = SFTConfig(
+        output_dir=str(out_dir / ".trainer"),
+        per_device_train_batch_size=config["batch_size"],
+        gradient_accumulation_steps=config["grad_accum"],
+        learning_rate=effective_learning_rate(config),
+        num_train_epochs=config["epochs"],
+        warmup_steps=math.ceil(config["warmup_ratio"] * total_steps),
+        weight_decay=config["weight_decay"],
+        max_grad_norm=config["max_grad_norm"],
+        gradient_checkpointing=config["gradient_checkpointing"],
+        max_length=config["max_length"],
+        packing=False,
+        completion_only_loss=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=config["seed"],
+        data_seed=config["seed"],
+        bf16=bf16,
+        use_cpu=model.device.type == "cpu",
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer, callbacks=_trainer_callbacks())
+    with PhaseMemory(model.device) as memory:
+        started = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - started
+    return trainer, train_s, memory.result()
