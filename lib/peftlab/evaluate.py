@@ -152,8 +152,8 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, chash, out_di
     metrics = scoring.summarize(task, items)
     write_parquet(out_dir / f"items-{task}.parquet", items)
     record = {
-        "kind": "eval", "status": "ok", "task": task, "model": {**identity, **info.to_dict(),
-                                                                "path": identity["model_path"]},
+        "kind": "eval", "status": "ok", "task": task, "model": {**info.to_dict(), **identity},
+        "protocol": config["protocol"],
         "config": config, "config_hash": chash, "n_items": len(items),
         "metrics": metrics,
         "parse_rate": metrics["corrected"]["parse_rate"],

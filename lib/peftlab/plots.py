@@ -18,3 +18,108 @@ def plot_loss_curve(record: dict):
     ax.set(title=f"{record['run']}: training loss", xlabel="optimizer step", ylabel="loss")
     fig.tight_layout()
     return ax
+
+
+# --- report figures: all read the `evals` frame of analysis.load_study ----------------
+
+HIGHER_IS_BETTER = {"arc": True, "openmath": False, "squad_v2": True}
+EFFICACY_LABEL = {"arc": "ARC macro-F1 ↑", "openmath": "OpenMath mean |diff| ↓", "squad_v2": "SQuAD v2 F1 (%) ↑"}
+TASK_ORDER = ["arc", "openmath", "squad_v2"]
+
+
+def _ok(evals: pd.DataFrame) -> pd.DataFrame:
+    frame = evals[evals["status"] == "ok"].copy()
+    frame["config"] = frame["model"]
+    return frame
+
+
+def plot_pareto(evals: pd.DataFrame, *, cost: str = "latency_mean_s", cost_label: str = "latency per reply (s) ↓"):
+    """Efficacy against a cost per eval task; non-dominated models are ringed and labelled."""
+    from .stats import pareto_front
+
+    frame = _ok(evals)
+    tasks = [t for t in TASK_ORDER if t in set(frame["task"])]
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5.2 * max(len(tasks), 1), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sub = frame[(frame["task"] == task) & frame["efficacy"].notna() & frame[cost].notna()].copy()
+        if sub.empty:
+            ax.set_title(f"{task}: no data")
+            continue
+        sub["pareto"] = pareto_front(sub, {"efficacy": HIGHER_IS_BETTER[task], cost: False})
+        sns.scatterplot(data=sub, x=cost, y="efficacy", hue="method", style="block", s=70, ax=ax)
+        front = sub[sub["pareto"]].sort_values(cost)
+        ax.plot(front[cost], front["efficacy"], color="black", lw=1, ls="--", zorder=0)
+        ax.scatter(front[cost], front["efficacy"], s=180, facecolors="none", edgecolors="black")
+        for _, row in front.iterrows():
+            ax.annotate(row["model"], (row[cost], row["efficacy"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        ax.set(title=task, xlabel=cost_label, ylabel=EFFICACY_LABEL[task])
+        if ax is not axes[0][-1]:
+            ax.get_legend().remove() if ax.get_legend() else None
+    if axes[0][-1].get_legend():
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rank(evals: pd.DataFrame):
+    """Efficacy against adapter rank, one line per method and training task."""
+    frame = _ok(evals)
+    frame = frame[frame["rank"].notna() & frame["method"].isin(["LoRA", "DoRA", "VeRA"])]
+    tasks = [t for t in TASK_ORDER if t in set(frame["task"])]
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        sub = frame[frame["task"] == task]
+        sns.lineplot(data=sub, x="rank", y="efficacy", hue="method", style="train_task", marker="o", ax=ax,
+                     errorbar=("ci", 95) if sub.groupby(["model"]).size().max() > 1 else None)
+        ax.set(xscale="log", title=task, xlabel="rank r", ylabel=EFFICACY_LABEL[task])
+    fig.tight_layout()
+    return fig
+
+
+def plot_transfer(evals: pd.DataFrame):
+    """Change of efficacy against the untuned base of the same base model, per method and
+    train task (rows) and eval task (columns); signed so that positive is better."""
+    frame = _ok(evals)
+    base = frame[frame["block"] == "Base models"].set_index(["base", "task"])["efficacy"]
+    trained = frame[frame["block"] != "Base models"].copy()
+    if trained.empty or base.empty:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "needs trained models and their untuned base", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    ref = [base.get((b, t)) for b, t in zip(trained["base"], trained["task"])]
+    sign = trained["task"].map(lambda t: 1 if HIGHER_IS_BETTER[t] else -1)
+    trained["change"] = sign * (trained["efficacy"] - pd.Series(ref, index=trained.index, dtype=float))
+    trained["row"] = trained["train_task"] + " · " + trained["model"].str.replace(r"^(openmath|squad_v2)-", "", regex=True)
+    grid = trained.pivot_table(index="row", columns="task", values="change", aggfunc="mean")
+    grid = grid[[t for t in TASK_ORDER if t in grid.columns]]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(grid) + 1.5))
+    sns.heatmap(grid, annot=True, fmt=".3g", center=0, cmap="RdBu", ax=ax, cbar_kws={"label": "change (positive = better)"})
+    ax.set(title="Change vs the untuned base (positive = better)", xlabel="eval task", ylabel="train task · method")
+    fig.tight_layout()
+    return fig
+
+
+def plot_latency_split(evals: pd.DataFrame):
+    """Latency = tokens generated × seconds per token: which factor makes a model slow."""
+    frame = _ok(evals)
+    frame = frame[frame["tokens_mean"].notna() & frame["s_per_token"].notna()]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * frame["model"].nunique() + 2.5))
+    sns.barplot(data=frame, y="model", x="tokens_mean", hue="task", ax=axes[0])
+    axes[0].set(title="tokens generated per reply (batch 1)", xlabel="tokens", ylabel="")
+    sns.barplot(data=frame, y="model", x="s_per_token", hue="task", ax=axes[1])
+    axes[1].set(title="seconds per generated token", xlabel="s/token", ylabel="")
+    axes[1].get_legend().remove() if axes[1].get_legend() else None
+    fig.tight_layout()
+    return fig
+
+
+def plot_parse_rates(evals: pd.DataFrame):
+    """Share of replies with a parsable \\boxed{} answer, per model and task."""
+    frame = _ok(evals)
+    fig, ax = plt.subplots(figsize=(7, 0.3 * frame["model"].nunique() + 2))
+    sns.barplot(data=frame, y="model", x="parse_rate", hue="task", ax=ax)
+    ax.set(xlim=(0, 1), title="parse rate (answers in \\boxed{})", xlabel="share of replies", ylabel="")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,208 @@
+"""A study file declares a grid; this module validates it and expands it into jobs.
+
+params/studies/<name>.yaml:
+  description: text
+  trained_base_models: [embedded]      # base models that are fine-tuned
+  untuned_base_models: [embedded]      # base models evaluated as they are
+  methods: {full: [null], lora: [8, 16], dora: [16], vera: [64]}   # method -> ranks
+  train_tasks: [openmath, squad_v2]
+  eval_tasks: [arc, openmath, squad_v2]
+  seeds: [0]
+  protocol: corrected
+  overrides: {n_train: 64}             # any run key (params/defaults.yaml), for every job
+  method_overrides: {full: {learning_rate: 2.0e-5}}   # per method
+
+Every job gets a readable name (`openmath-dora-r16-s0`, `base-embedded`) and a full,
+validated run configuration; the run's identity hash is in its record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import (METHODS, PROTOCOLS, TASKS, TRAIN_IDENTITY_KEYS, ConfigError, config_hash, params_dir,
+                     resolve_config, resolve_path, validate)
+
+STUDY_KEYS = {
+    "description": "a sentence on what the study is for",
+    "trained_base_models": "a list of base models to fine-tune (may be empty)",
+    "untuned_base_models": "a list of base models to evaluate untuned (may be empty)",
+    "methods": f"a mapping of method ({', '.join(METHODS)}) to a list of ranks (null for full)",
+    "train_tasks": f"a list of {', '.join(TASKS)}",
+    "eval_tasks": f"a non-empty list of {', '.join(TASKS)}",
+    "seeds": "a non-empty list of integers >= 0",
+    "protocol": ", ".join(PROTOCOLS),
+    "overrides": "a mapping of run keys (params/defaults.yaml) to values",
+    "method_overrides": "a mapping of method to a mapping of run keys",
+}
+
+
+@dataclass
+class Job:
+    name: str          # the run directory's name
+    kind: str          # train | base
+    config: dict       # the full validated run configuration
+
+
+@dataclass
+class Plan:
+    study: str
+    out: Path
+    description: str
+    train: dict[str, Job] = field(default_factory=dict)
+    base: dict[str, Job] = field(default_factory=dict)
+    eval_tasks: list[str] = field(default_factory=list)
+
+    @property
+    def models(self) -> dict[str, Job]:
+        return {**self.train, **self.base}
+
+    def eval_targets(self) -> list[tuple[str, str]]:
+        return [(model, task) for model in self.models for task in self.eval_tasks]
+
+
+def _fail(study: str, key: str, value, allowed: str) -> None:
+    raise ConfigError(f"study {study!r} key '{key}': {value!r} is not allowed; allowed: {allowed}")
+
+
+def study_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    path = params_dir() / "studies" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (params_dir() / "studies").glob("*.yaml"))
+        raise ConfigError(f"study {name!r} does not exist; known studies: {', '.join(known)}")
+    return path
+
+
+def short_name(base_model: str) -> str:
+    """'Qwen/Qwen3-0.6B' -> 'qwen3-0.6b'; a local path -> its folder name."""
+    return re.sub(r"[^a-z0-9.]+", "-", Path(base_model.rstrip("/")).name.lower()).strip("-")
+
+
+def load_plan(name: str) -> Plan:
+    """Validate a study file and expand it into train and evaluate jobs."""
+    path = study_path(name)
+    study = Path(path).stem
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(spec) - set(STUDY_KEYS))
+    if unknown:
+        raise ConfigError(f"study {study!r}: unknown key(s) {unknown}; allowed keys: {', '.join(STUDY_KEYS)}")
+    trained = spec.get("trained_base_models", [])
+    untuned = spec.get("untuned_base_models", [])
+    methods = spec.get("methods", {}) or {}
+    train_tasks = spec.get("train_tasks", [])
+    seeds = spec.get("seeds", [0])
+    for key, value in (("trained_base_models", trained), ("untuned_base_models", untuned),
+                       ("train_tasks", train_tasks), ("seeds", seeds)):
+        if not isinstance(value, list):
+            _fail(study, key, value, STUDY_KEYS[key])
+    if not isinstance(methods, dict) or any(m not in METHODS for m in methods):
+        _fail(study, "methods", methods, STUDY_KEYS["methods"])
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        _fail(study, "seeds", seeds, STUDY_KEYS["seeds"])
+    overrides = spec.get("overrides", {}) or {}
+    method_overrides = spec.get("method_overrides", {}) or {}
+    if not isinstance(overrides, dict):
+        _fail(study, "overrides", overrides, STUDY_KEYS["overrides"])
+    if not isinstance(method_overrides, dict) or any(m not in METHODS or not isinstance(v, dict)
+                                                     for m, v in method_overrides.items()):
+        _fail(study, "method_overrides", method_overrides, STUDY_KEYS["method_overrides"])
+    for method, values in method_overrides.items():
+        validate(values, source=f"study {study!r} method_overrides.{method}")
+    common = {**validate(overrides, source=f"study {study!r} overrides")}
+    if "protocol" in spec:
+        common["protocol"] = spec["protocol"]
+    if "eval_tasks" in spec:
+        common["eval_tasks"] = spec["eval_tasks"]
+    defaults = resolve_config(overrides=common)  # validates protocol and eval_tasks too
+    out = resolve_path(f"outputs/{study}")
+    plan = Plan(study=study, out=out, description=spec.get("description", ""), eval_tasks=defaults["eval_tasks"])
+
+    several_bases = len(trained) > 1
+    for base in trained:
+        for task in train_tasks:
+            for method, ranks in methods.items():
+                if not isinstance(ranks, list) or not ranks:
+                    _fail(study, f"methods.{method}", ranks, "a non-empty list of ranks (use [null] for full)")
+                for rank in ranks:
+                    for seed in seeds:
+                        prefix = f"{short_name(base)}-" if several_bases else ""
+                        tag = "" if method == "full" else f"-r{rank}"
+                        name = f"{prefix}{task}-{method}{tag}-s{seed}"
+                        values = {**common, **method_overrides.get(method, {}), "base_model": base,
+                                  "method": method, "train_task": task, "seed": seed}
+                        if method != "full":
+                            values["rank"] = rank
+                        values["out_dir"] = str(out / "runs" / name)
+                        plan.train[name] = Job(name, "train", resolve_config(overrides=values))
+    for base in untuned:
+        name = f"base-{short_name(base)}"
+        values = {**common, "base_model": base, "out_dir": str(out / "runs" / name)}
+        plan.base[name] = Job(name, "base", resolve_config(overrides=values))
+    if not plan.train and not plan.base:
+        raise ConfigError(f"study {study!r} expands to no job: give trained_base_models with methods and "
+                          "train_tasks, or untuned_base_models")
+    return plan
+
+
+def job_params(plan: Plan, name: str, task: str | None = None) -> dict:
+    """The flat parameters papermill passes to a notebook for one job."""
+    if name not in plan.models:
+        raise ConfigError(f"study {plan.study!r} has no job {name!r}; jobs: {', '.join(plan.models)}")
+    params = dict(plan.models[name].config)
+    if task is not None:
+        params["eval_tasks"] = [task]
+    return params
+
+
+def train_hash(plan: Plan, name: str) -> str:
+    return config_hash(plan.train[name].config, TRAIN_IDENTITY_KEYS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Small commands the workflow's shell rules call."""
+    parser = argparse.ArgumentParser(prog="python -m peftlab.study")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("params", help="write a job's papermill parameters (YAML) to stdout")
+    p.add_argument("study")
+    p.add_argument("job")
+    p.add_argument("--task")
+    f = sub.add_parser("accept-failed", help="exit 0 if the result file exists and records a failure")
+    f.add_argument("result")
+    s = sub.add_parser("show", help="list a study's jobs")
+    s.add_argument("study")
+    args = parser.parse_args(argv)
+    if args.command == "params":
+        yaml.safe_dump(job_params(load_plan(args.study), args.job, args.task), sys.stdout, sort_keys=False)
+        return 0
+    if args.command == "accept-failed":
+        from .results import ResultError, read_record
+
+        try:
+            record = read_record(args.result)
+        except ResultError as exc:
+            print(f"no failure record: {exc}", file=sys.stderr)
+            return 1
+        if record["status"] == "failed":
+            error = record.get("error", {})
+            print(f"recorded as failed ({error.get('phase')}): {error.get('type')}: {error.get('message')}",
+                  file=sys.stderr)
+            return 0
+        return 1
+    plan = load_plan(args.study)
+    print(f"study {plan.study}: {len(plan.train)} train jobs, {len(plan.eval_targets())} evaluate jobs -> {plan.out}")
+    for name, job in plan.models.items():
+        print(f"  {job.kind:5s} {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The study as a Snakemake workflow: expansion, a real smoke run, failure and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from peftlab.config import ConfigError, repo_root
+from peftlab.study import load_plan
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(study: str, *extra: str, root: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PEFTLAB_ROOT=str(root or repo_root()))
+    return subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
+                           str(repo_root() / "profiles" / "default"), "--config", f"study={study}", *extra],
+                          cwd=repo_root(), env=env, capture_output=True, text=True, **kwargs)
+
+
+def test_paper_dry_run_lists_14_train_and_48_evaluate_jobs():
+    plan = load_plan("paper")
+    assert len(plan.train) == 14 and len(plan.eval_targets()) == 48
+    out = snakemake("paper", "-n", "--forceall")
+    assert out.returncode == 0, out.stderr
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["train"] == 14 and counts["evaluate"] == 48
+
+
+def test_run_names_are_readable_and_configs_follow_the_study():
+    plan = load_plan("paper")
+    job = plan.train["openmath-dora-r256-s0"]
+    assert job.config["method"] == "dora" and job.config["rank"] == 256 and job.config["protocol"] == "reference"
+    assert job.config["batch_size"] == 1 and job.config["grad_accum"] == 8 and job.config["learning_rate"] == 1e-5
+    assert set(plan.base) == {"base-qwen3-0.6b", "base-qwen3-1.7b"}
+    corrected = load_plan("paper-corrected")
+    assert corrected.train["squad_v2-vera-r512-s2"].config["learning_rate"] == 4e-3
+
+
+def test_shipped_studies_expand():
+    for path in (repo_root() / "params" / "studies").glob("*.yaml"):
+        assert load_plan(path.stem).models
+
+
+def test_bad_study_files_are_explained(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trained_base_models: [tiny]\nmethods: {qlora: [4]}\ntrain_tasks: [arc]\n")
+    with pytest.raises(ConfigError, match="'methods'.*qlora"):
+        load_plan(str(bad))
+    bad.write_text("trained_base_models: []\nuntuned_base_models: []\n")
+    with pytest.raises(ConfigError, match="expands to no job"):
+        load_plan(str(bad))
+    bad.write_text("trained_base_models: [tiny]\nmethods: {lora: [0]}\ntrain_tasks: [arc]\n")
+    with pytest.raises(ConfigError, match="'rank'"):
+        load_plan(str(bad))
+    with pytest.raises(ConfigError, match="known studies"):
+        load_plan("no-such-study")
+
+
+def _results(out: Path) -> dict:
+    """Every evaluation's metrics and per-item replies, for comparing two runs of a study."""
+    results = {}
+    for path in sorted(out.glob("runs/*/eval-*.json")):
+        record = json.loads(path.read_text())
+        items = pd.read_parquet(path.with_name(path.name.replace("eval-", "items-").replace(".json", ".parquet")))
+        key = f"{path.parent.name}/{path.stem}"
+        results[key] = (record["status"], json.dumps(record["metrics"]["corrected"], sort_keys=True),
+                        tuple(items["reply"]))
+    return results
+
+
+@pytest.mark.slow
+def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    # Uninterrupted run in the repository's own outputs/smoke
+    full = snakemake("smoke")
+    assert full.returncode == 0, full.stderr[-3000:]
+    reference = _results(repo_root() / "outputs" / "smoke")
+    assert len(reference) == 6 and all(status == "ok" for status, _, _ in reference.values())
+
+    # A second copy of the study, killed mid-run and started again.
+    root = tmp_path / "copy"
+    root.mkdir()
+    for name in ("params", "data", "notebooks", "workflow", "profiles"):
+        (root / name).symlink_to(repo_root() / name)
+    env = dict(os.environ, PEFTLAB_ROOT=str(root))
+    command = [SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
+               str(repo_root() / "profiles" / "default"), "--config", "study=smoke"]
+    proc = subprocess.Popen(command, cwd=repo_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    first = root / "outputs" / "smoke" / "runs" / "arc-lora-r4-s0" / "train.json"
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    first_written = json.loads(first.read_text())["meta"]["written_at"]
+    time.sleep(3)  # let the next job start, then kill everything mid-job
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = list((root / "outputs" / "smoke").glob("runs/*/eval-*.json"))
+    assert len(partial) < 6, "the study finished before it could be interrupted"
+    for path in partial:  # whatever exists is complete
+        assert json.loads(path.read_text())["status"] == "ok"
+    resumed = subprocess.run(command, cwd=repo_root(), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(first.read_text())["meta"]["written_at"] == first_written  # not redone
+    assert _results(root / "outputs" / "smoke") == reference
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
+    study = tmp_path / "failing.yaml"
+    study.write_text(
+        "trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\neval_tasks: [arc]\n"
+        "overrides: {n_train: 4, batch_size: 4, max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
+        "method_overrides: {vera: {target_modules: [no_such_proj]}}\n")
+    out = repo_root() / "outputs" / "failing"
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    result = snakemake(str(study))
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())
+    assert failed["status"] == "failed" and "no_such_proj" in failed["error"]["message"]
+    assert failed["error"]["phase"] == "prepare"
+    downstream = json.loads((out / "runs" / "arc-vera-r4-s0" / "eval-arc.json").read_text())
+    assert downstream["status"] == "failed" and "training run arc-vera-r4-s0 failed" in downstream["error"]["message"]
+    assert json.loads((out / "runs" / "arc-lora-r4-s0" / "eval-arc.json").read_text())["status"] == "ok"
+    shutil.rmtree(out, ignore_errors=True)

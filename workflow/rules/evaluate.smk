@@ -1,0 +1,32 @@
+def _train_record(wc):
+    return [] if wc.model.startswith("base-") else [f"{OUT}/runs/{wc.model}/train.json"]
+
+
+def _run_dir(wc):
+    return "''" if wc.model.startswith("base-") else f"{OUT}/runs/{wc.model}"
+
+
+rule evaluate:
+    input:
+        _train_record,
+    output:
+        f"{OUT}/runs/{{model}}/eval-{{task}}.json",
+    params:
+        folder=f"{OUT}/runs/{{model}}",
+        run_dir=_run_dir,
+    log:
+        f"{OUT}/logs/evaluate-{{model}}-{{task}}.log",
+    threads: workflow.cores
+    resources:
+        accelerator=1,
+        mem_mb=16000,
+        runtime=120,
+    shell:
+        "mkdir -p {params.folder} && "
+        "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} "
+        "> {params.folder}/params-eval-{wildcards.task}.yaml && "
+        "( OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_MININTERVAL=5 "
+        "{BIN}/papermill notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
+        "-f {params.folder}/params-eval-{wildcards.task}.yaml -p run_dir {params.run_dir} "
+        "--cwd notebooks > {log} 2>&1 "
+        "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
