@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from peftlab.config import (SCHEMA, ConfigError, config_hash, effective_alpha, effective_learning_rate,
-                            params_dir, resolve_config, TRAIN_IDENTITY_KEYS)
+from peftlab.config import (
+    SCHEMA,
+    TRAIN_IDENTITY_KEYS,
+    ConfigError,
+    config_hash,
+    effective_alpha,
+    effective_learning_rate,
+    params_dir,
+    resolve_config,
+)
 
 
 def test_defaults_document_every_key_with_a_comment():

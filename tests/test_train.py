@@ -83,7 +83,7 @@ def test_merged_logits_equal_unmerged_and_keep_the_base_dtype(method, tmp_path):
     base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     model = attach_method(base, config)
     with torch.no_grad():  # move the adapter away from its identity initialisation
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.05 * torch.randn_like(param))
     model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -83,6 +84,32 @@ def _number(minimum: float, *, inclusive: bool = True, below: float | None = Non
     return check
 
 
+FAULT_PATTERN = re.compile(r"^(nan_loss@\d+|oom@train:\d+|oom@evaluate)$")
+
+
+def _fault(key: str, value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not FAULT_PATTERN.match(value)):
+        _fail(key, value, "null, nan_loss@<step>, oom@train:<step> or oom@evaluate")
+    return value
+
+
+def _base_model(key: str, value: Any) -> Any:
+    """tiny, embedded, an existing directory, or a Hub id (`name` or `org/name`)."""
+    _text(key, value)
+    if value in ("tiny", "embedded"):
+        return value
+    path = Path(value).expanduser()
+    looks_like_path = value.startswith((".", "/", "~")) or value.count("/") > 1
+    if looks_like_path and not path.is_dir():
+        _fail(key, value, "tiny, embedded, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+    if not looks_like_path and not HUB_ID.match(value):
+        _fail(key, value, "tiny, embedded, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+    return value
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
 def _bool(key: str, value: Any) -> Any:
     if not isinstance(value, bool):
         _fail(key, value, "true or false")
@@ -113,7 +140,7 @@ def _str_list(options: tuple[str, ...] | None) -> Callable[[str, Any], Any]:
 
 
 SCHEMA: dict[str, Callable[[str, Any], Any]] = {
-    "base_model": _text,
+    "base_model": _base_model,
     "dtype": _choice(DTYPES),
     "device": _choice(DEVICES),
     "protocol": _choice(PROTOCOLS),
@@ -147,6 +174,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "n_latency": _int(0),
     "out_dir": _text,
     "force": _bool,
+    "fault": _fault,
 }
 
 # Keys that decide what a training run computes; the run's identity hash covers these.

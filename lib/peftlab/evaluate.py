@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import scoring
-from .config import EVAL_IDENTITY_KEYS, ConfigError, config_hash
+from .config import EVAL_IDENTITY_KEYS, ConfigError, config_hash, resolve_path
 from .data import load_rows
 from .generate import generate_batched, render_prompts, time_single
 from .memory import PhaseMemory
@@ -33,7 +33,7 @@ def model_identity(*, base_model: str, run_dir: str | None) -> dict:
         return {"label": f"{base_model} (untuned)", "base_model": base_model, "trained": False, "run": None,
                 "method": "base", "rank": None, "train_task": None, "seed": None, "train_hash": None,
                 "model_path": base_model}
-    run_path = Path(run_dir)
+    run_path = resolve_path(run_dir)
     try:
         train = read_record(run_path / "train.json")
     except ResultError as exc:
@@ -80,6 +80,7 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
     records, todo = {}, []
     for task in tasks:
         done = None if config["force"] else finished(out_dir / f"eval-{task}.json", hashes[task])
+        _refuse_other_config(out_dir / f"eval-{task}.json", hashes[task], config["force"])
         if done:
             print(f"{out_dir / f'eval-{task}.json'} is finished; not redone (set force=true to redo)")
             records[task] = done
@@ -94,30 +95,55 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
                                     "upstream", out_dir)
         return records
 
+    # Every task's data is read and validated before the model is loaded.
+    rows = {task: load_rows(task=task, split="test", source=config["data_source"], n=config["n_eval"])
+            for task in todo}
     started = time.perf_counter()
     model, tokenizer, info = load_model(base_model=identity["model_path"], dtype=config["dtype"],
                                         device=config["device"])
     load_s = time.perf_counter() - started
+    errors = []
     for task in todo:
         try:
-            records[task] = _evaluate_task(model, tokenizer, info, config, identity, task, hashes[task], out_dir,
-                                           load_s)
-        except Exception as error:
-            records[task] = _failed(config, identity, task, hashes[task], error, "evaluate", out_dir)
-            raise
+            records[task] = _evaluate_task(model, tokenizer, info, config, identity, task, rows[task],
+                                           hashes[task], out_dir, load_s)
+        except Exception as error:  # recorded; the other tasks still run
+            records[task] = _failed(config, identity, task, hashes[task], error, "evaluate", out_dir,
+                                    device=info.device)
+            errors.append(error)
+    if errors:
+        raise errors[0]
     return records
 
 
-def _failed(config, identity, task, chash, error, phase, out_dir) -> dict:
-    record = {"kind": "eval", "status": "failed", "task": task, "model": identity, "config": config,
-              "config_hash": chash, "error": {**failure(error, phase), "traceback": traceback.format_exc(limit=20)},
-              "meta": run_metadata(None)}
+def _refuse_other_config(path: Path, chash: str, force: bool) -> None:
+    try:
+        record = read_record(path)
+    except ResultError:
+        return
+    if record["status"] == "ok" and record.get("config_hash") != chash and not force:
+        raise ConfigError(f"{path} already holds a finished evaluation of another configuration "
+                          f"(hash {record.get('config_hash')}, this one {chash}); choose another out_dir or set force=true")
+
+
+def _failed(config, identity, task, chash, error, phase, out_dir, device: str | None = None) -> dict:
+    from .train import is_out_of_memory
+
+    record = {"kind": "eval", "status": "failed", "task": task, "model": identity, "protocol": config["protocol"],
+              "config": config, "config_hash": chash,
+              "error": {**failure(error, phase), "traceback": traceback.format_exc(limit=20)},
+              "meta": run_metadata(device)}
+    if is_out_of_memory(error):
+        record["error"]["memory_so_far"] = PhaseMemory(device or "cpu").snapshot()
     write_json(out_dir / f"eval-{task}.json", record)
     return record
 
 
-def _evaluate_task(model, tokenizer, info, config, identity, task, chash, out_dir: Path, load_s: float) -> dict:
-    rows = load_rows(task=task, split="test", source=config["data_source"], n=config["n_eval"])
+def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, out_dir: Path, load_s: float) -> dict:
+    if config.get("fault") == "oom@evaluate":  # testing only: prove an out-of-memory error is recorded
+        import torch
+
+        raise torch.OutOfMemoryError(f"injected fault: out of memory while evaluating {task}")
     prompts = render_prompts(tokenizer, [eval_messages(task, row, config["protocol"]) for row in rows])
     golds = [gold(task, row) for row in rows]
 

@@ -21,7 +21,8 @@ REPORT_NOTEBOOK = "report/report.ipynb"
 PDF_CSS = """
 @page { size: A4 landscape; margin: 12mm; }
 body { font-size: 9pt; }
-table { font-size: 7.5pt; border-collapse: collapse; }
+table { font-size: 7pt; border-collapse: collapse; width: 100%; table-layout: fixed; }
+td, th { overflow-wrap: anywhere; padding: 1px 3px; }
 img { max-width: 100%; }
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 """

@@ -114,6 +114,31 @@ def package_versions() -> dict:
     return versions
 
 
+def determinism(device: str | None) -> dict:
+    """What decides whether rerunning this record's config reproduces it bit for bit."""
+    import torch
+
+    info = {"seeded": "data order, adapter initialisation and VeRA's random bases follow config['seed']",
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if device and device.startswith("cuda"):
+        info["cudnn_deterministic"] = torch.backends.cudnn.deterministic
+        info["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+        info["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+        info["nondeterministic_because"] = [
+            reason for reason, on in (
+                ("torch.use_deterministic_algorithms is off (atomic adds in backward passes and SDPA kernels)",
+                 not torch.are_deterministic_algorithms_enabled()),
+                ("CUBLAS_WORKSPACE_CONFIG is unset (cuBLAS may pick different reduction orders)",
+                 not os.environ.get("CUBLAS_WORKSPACE_CONFIG")),
+                ("cudnn.benchmark is on (kernel choice depends on timing)", torch.backends.cudnn.benchmark),
+                ("batched generation pads prompts: batch composition can change low-order bits", True),
+            ) if on]
+    else:
+        info["nondeterministic_because"] = []  # CPU kernels here are repeatable for a fixed thread count
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
 def run_metadata(device: str | None = None) -> dict:
     import torch
 
@@ -124,6 +149,7 @@ def run_metadata(device: str | None = None) -> dict:
         "platform": platform.platform(),
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        "determinism": determinism(device),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if device and device.startswith("cuda") and torch.cuda.is_available():

@@ -26,8 +26,18 @@ from pathlib import Path
 
 import yaml
 
-from .config import (METHODS, PROTOCOLS, TASKS, TRAIN_IDENTITY_KEYS, ConfigError, config_hash, params_dir,
-                     resolve_config, resolve_path, validate)
+from .config import (
+    METHODS,
+    PROTOCOLS,
+    TASKS,
+    TRAIN_IDENTITY_KEYS,
+    ConfigError,
+    config_hash,
+    params_dir,
+    resolve_config,
+    resolve_path,
+    validate,
+)
 
 STUDY_KEYS = {
     "description": "a sentence on what the study is for",

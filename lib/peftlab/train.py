@@ -23,7 +23,7 @@ from .data import load_rows
 from .memory import PhaseMemory
 from .methods import attach_method, merge_into_base, parameter_counts
 from .models import load_model
-from .results import failure, finished, read_record, ResultError, run_metadata, write_json
+from .results import ResultError, failure, read_record, run_metadata, write_json
 from .tasks import train_example
 
 
@@ -71,7 +71,7 @@ def _fit_rows(examples: list[dict], tokenizer, max_length: int) -> tuple[list[di
     return kept, len(examples) - len(kept)
 
 
-def _trainer_callbacks():
+def _trainer_callbacks(config: Mapping):
     from transformers import TrainerCallback
 
     class StopOnNonFiniteLoss(TrainerCallback):
@@ -80,7 +80,37 @@ def _trainer_callbacks():
             if loss is not None and not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss became {loss} at optimizer step {state.global_step}")
 
-    return [StopOnNonFiniteLoss()]
+    class InjectFault(TrainerCallback):
+        """Testing only (config key `fault`): break a run on purpose, to prove the failure is recorded."""
+
+        def __init__(self, fault: str):
+            kind, _, where = fault.partition("@")
+            self.kind, self.step = kind, int(where.rpartition(":")[2])
+
+        def _poison(self, model) -> None:
+            with torch.no_grad():  # NaN weights: the step's loss is NaN, as after a divergence
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if self.kind == "nan_loss" and self.step <= 1:
+                self._poison(model)
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if self.kind == "oom" and state.global_step + 1 == self.step:
+                raise torch.OutOfMemoryError(f"injected fault: out of memory at optimizer step {self.step}")
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if self.kind == "nan_loss" and state.global_step == self.step - 1:
+                self._poison(model)
+
+    callbacks = [StopOnNonFiniteLoss()]
+    if config.get("fault") and config["fault"].split("@")[1] != "evaluate":
+        callbacks.append(InjectFault(config["fault"]))
+    return callbacks
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower()
 
 
 def run_training(*, config: Mapping) -> dict:
@@ -162,6 +192,8 @@ def run_training(*, config: Mapping) -> dict:
         })
     except BaseException as error:
         record["error"] = {**failure(error, phase), "traceback": traceback.format_exc(limit=20)}
+        if is_out_of_memory(error):  # what the phase had reached when memory ran out
+            record["error"]["memory_so_far"] = PhaseMemory(info.device if info else "cpu").snapshot()
         if isinstance(error, Exception):  # a failure is recorded; an interruption (Ctrl-C, kill) is not
             record["timings"] = {**timings, "wall_s": time.perf_counter() - started}
             record["meta"] = run_metadata(info.device if info else None)
@@ -206,7 +238,7 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=_trainer_callbacks())
+                         processing_class=tokenizer, callbacks=_trainer_callbacks(config))
     with PhaseMemory(model.device) as memory:
         started = time.perf_counter()
         trainer.train()

@@ -26,7 +26,7 @@ rule evaluate:
         "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} "
         "> {params.folder}/params-eval-{wildcards.task}.yaml && "
         "( OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_MININTERVAL=5 "
-        "{BIN}/papermill notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
+        "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
         "-f {params.folder}/params-eval-{wildcards.task}.yaml -p run_dir {params.run_dir} "
         "--cwd notebooks > {log} 2>&1 "
         "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"

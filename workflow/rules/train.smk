@@ -19,6 +19,6 @@ rule train:
         "mkdir -p {params.folder} && "
         "{PY} -m peftlab.study params {STUDY} {wildcards.run} > {params.folder}/params-train.yaml && "
         "( OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_MININTERVAL=5 "
-        "{BIN}/papermill notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
+        "{BIN}/papermill --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
         "--cwd notebooks > {log} 2>&1 "
         "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
