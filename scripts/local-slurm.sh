@@ -14,7 +14,7 @@ CONF_DIR=/etc/slurm
 PARTITION=debug
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "local-slurm: run as root (sudo) to $ACTION a cluster" >&2; exit 2; }; }
-running() { pgrep -x "$1" >/dev/null 2>&1; }
+running() { ps -C "$1" -o stat= 2>/dev/null | grep -qv '^Z'; }  # alive, not a zombie
 
 install() {
   if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -55,7 +55,7 @@ SchedulerType=sched/backfill
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-  echo "CgroupPlugin=disabled" > "$CONF_DIR/cgroup.conf"
+  # No cgroup.conf: slurmd then loads the cgroup/v1 plugin, which works inside containers too.
   if [ ! -s /etc/munge/munge.key ]; then
     mkdir -p /etc/munge
     dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none

@@ -43,7 +43,8 @@ def test_every_method_finishes_with_a_complete_record(trained):
         assert record["memory"]["device"] == "cpu" and record["memory"]["peak_rss_gb"] > 0
         assert record["meta"]["versions"]["trl"] and "commit" in record["meta"]["git"]
         assert record["tokens"] > 0 and record["tokens_per_s"] > 0
-        assert (Path(record["config"]["out_dir"]) / "model" / "config.json").is_file()
+        saved = json.loads((Path(record["config"]["out_dir"]) / "model" / "config.json").read_text())
+        assert saved["use_cache"] is True  # a merged model must decode with its KV cache
         assert (record["adapter_bytes"] is None) == (method == "full")
 
 

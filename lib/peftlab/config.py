@@ -84,12 +84,12 @@ def _number(minimum: float, *, inclusive: bool = True, below: float | None = Non
     return check
 
 
-FAULT_PATTERN = re.compile(r"^(nan_loss@\d+|oom@train:\d+|oom@evaluate)$")
+FAULT_PATTERN = re.compile(r"^(nan_loss@\d+|oom@train:\d+|kill@train:\d+|oom@evaluate)$")
 
 
 def _fault(key: str, value: Any) -> Any:
     if value is not None and (not isinstance(value, str) or not FAULT_PATTERN.match(value)):
-        _fail(key, value, "null, nan_loss@<step>, oom@train:<step> or oom@evaluate")
+        _fail(key, value, "null, nan_loss@<step>, oom@train:<step>, kill@train:<step> or oom@evaluate")
     return value
 
 
@@ -163,6 +163,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "weight_decay": _number(0),
     "max_grad_norm": _number(0, inclusive=False),
     "gradient_checkpointing": _bool,
+    "group_by_length": _bool,
     "seed": _int(0),
     "train_task": _choice(TASKS),
     "n_train": _int(1),
@@ -181,7 +182,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
 TRAIN_IDENTITY_KEYS = (
     "base_model", "dtype", "protocol", "method", "rank", "alpha", "dropout", "target_modules",
     "vera_d_initial", "learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
-    "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "seed",
+    "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "group_by_length", "seed",
     "train_task", "n_train", "data_source",
 )
 # Keys that decide what an evaluation computes (besides the model evaluated).

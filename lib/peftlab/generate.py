@@ -17,7 +17,7 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
 
 def _greedy_kwargs(tokenizer, max_new_tokens: int) -> dict:
     return dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                pad_token_id=tokenizer.pad_token_id)
+                pad_token_id=tokenizer.pad_token_id, use_cache=True)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -21,8 +21,9 @@ REPORT_NOTEBOOK = "report/report.ipynb"
 PDF_CSS = """
 @page { size: A4 landscape; margin: 12mm; }
 body { font-size: 9pt; }
-table { font-size: 7pt; border-collapse: collapse; width: 100%; table-layout: fixed; }
-td, th { overflow-wrap: anywhere; padding: 1px 3px; }
+table { font-size: 7pt; border-collapse: collapse; }
+table.figures { width: 100%; table-layout: fixed; }
+table.figures td, table.figures th { overflow-wrap: anywhere; padding: 1px 3px; }
 img { max-width: 100%; }
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 """
@@ -75,7 +76,7 @@ def questions_html(answers: list[dict]) -> str:
         agrees = {True: "agrees with the reference study", False: "differs from the reference study",
                   None: "cannot be compared (insufficient data)"}[answer["agrees"]]
         figures = answer["figures"]
-        table = figures.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", index=False) \
+        table = figures.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", index=False, classes="figures") \
             if isinstance(figures, pd.DataFrame) and not figures.empty else "<p><i>no figures</i></p>"
         parts.append(
             f"<h3>{html.escape(answer['id'])}. {html.escape(answer['question'])}</h3>"

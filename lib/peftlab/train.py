@@ -10,7 +10,9 @@ The run writes into `out_dir`:
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -98,6 +100,8 @@ def _trainer_callbacks(config: Mapping):
         def on_step_begin(self, args, state, control, model=None, **kwargs):
             if self.kind == "oom" and state.global_step + 1 == self.step:
                 raise torch.OutOfMemoryError(f"injected fault: out of memory at optimizer step {self.step}")
+            if self.kind == "kill" and state.global_step + 1 == self.step:
+                os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer or a scheduler would
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if self.kind == "nan_loss" and state.global_step == self.step - 1:
@@ -227,6 +231,7 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         activation_checkpointing=config["gradient_checkpointing"],
         max_length=config["max_length"],
         packing=False,
+        train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
         completion_only_loss=True,
         logging_steps=1,
         save_strategy="no",
