@@ -330,7 +330,7 @@ def test_evals_and_trains_tables(study):
     full = ok[(ok["model"] == "squad_v2-full-s0") & (ok["task"] == "squad_v2")].iloc[0]
     assert full["efficacy"] == pytest.approx(100.0)  # SQuAD F1 in percent
     assert (full["block"], full["method"], full["base"], full["dtype"]) == (
-        "Trained on SQuAD v2", "Full FT", "tiny", "float32")
+        "Trained on SQuAD v2", "Full FT", "tiny-Qwen3", "float32")
     arc = ok[(ok["model"] == "base-tiny") & (ok["task"] == "arc")].iloc[0]
     assert 0 <= arc["efficacy"] <= 1 and arc["block"] == "Base models" and arc["method"] == "—"
     failed = evals[evals["model"] == "squad_v2-vera-r8-s0"]

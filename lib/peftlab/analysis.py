@@ -97,10 +97,15 @@ QUESTIONS = (
 # ======================================================================================
 
 
+PRESET_NAMES = {"embedded": "SmolLM2-135M-Instruct", "tiny": "tiny-Qwen3"}
+
+
 def _base_name(base_model: str | None) -> str | None:
-    """'Qwen/Qwen3-0.6B' -> 'Qwen3-0.6B'; 'tiny' -> 'tiny'."""
+    """'Qwen/Qwen3-0.6B' -> 'Qwen3-0.6B'; 'embedded' -> 'SmolLM2-135M-Instruct'."""
     if not base_model:
         return None
+    if base_model in PRESET_NAMES:
+        return PRESET_NAMES[base_model]
     return Path(str(base_model).rstrip("/")).name
 
 

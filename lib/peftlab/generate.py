@@ -20,6 +20,25 @@ def _greedy_kwargs(tokenizer, max_new_tokens: int) -> dict:
                 pad_token_id=tokenizer.pad_token_id, use_cache=True)
 
 
+def stop_after_first_box(tokenizer, prompt_width: int):
+    """A stopping criterion: a sequence is done once its reply holds a closed `\\boxed{...}`.
+
+    The reference scoring reads the first box only, so nothing generated after it can change
+    that score; the corrected scoring reads the last box and must not use this."""
+    import re
+
+    from transformers import StoppingCriteria
+
+    closed = re.compile(r"\\boxed\{.*?\}", re.DOTALL)
+
+    class FirstBox(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            replies = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
+            return torch.tensor([bool(closed.search(r)) for r in replies], device=input_ids.device)
+
+    return FirstBox()
+
+
 def _eos_ids(model, tokenizer) -> set[int]:
     eos = model.generation_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -28,11 +47,14 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _count_generated(new_tokens: list[int], eos_ids: set[int]) -> int:
-    """Tokens the model produced: up to and including the first end-of-sequence token."""
+def _count_generated(new_tokens: list[int], eos_ids: set[int], pad_id: int | None = None) -> int:
+    """Tokens the model produced: up to and including the first end-of-sequence token, and
+    before the padding that fills a sequence stopped early in a batch."""
     for index, token in enumerate(new_tokens):
         if token in eos_ids:
             return index + 1
+        if token == pad_id:
+            return index
     return len(new_tokens)
 
 
@@ -43,7 +65,7 @@ def _sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                     desc: str = "generate") -> list[dict]:
+                     desc: str = "generate", stop_at_first_box: bool = False) -> list[dict]:
     """Replies for all prompts, `batch_size` at a time, left-padded. Prompts are grouped by
     length (fewer pad tokens) and returned in input order. Each item's `seconds` is its
     share of its batch's wall time."""
@@ -59,13 +81,14 @@ def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: in
                               add_special_tokens=False).to(model.device)
             _sync(model.device)
             started = time.perf_counter()
-            output = model.generate(**batch, **_greedy_kwargs(tokenizer, max_new_tokens))
+            width = batch["input_ids"].shape[1]
+            extra = {"stopping_criteria": [stop_after_first_box(tokenizer, width)]} if stop_at_first_box else {}
+            output = model.generate(**batch, **_greedy_kwargs(tokenizer, max_new_tokens), **extra)
             _sync(model.device)
             seconds = (time.perf_counter() - started) / len(chunk)
-            width = batch["input_ids"].shape[1]
             for row, index in enumerate(chunk):
                 new = output[row, width:].tolist()
-                n = _count_generated(new, eos_ids)
+                n = _count_generated(new, eos_ids, tokenizer.pad_token_id)
                 results[index] = {"reply": tokenizer.decode(new[:n], skip_special_tokens=True),
                                   "tokens_generated": n, "seconds": seconds}
             bar.update(len(chunk))

@@ -69,6 +69,9 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> Path:
 # --- small HTML pieces the notebook displays ------------------------------------------
 
 
+NOISE_COLUMNS = ("method_key", "base_size", "note", "base", "train_task_key")
+
+
 def questions_html(answers: list[dict]) -> str:
     """The nine questions: the answer the data supports, the study's answer, agreement, figures."""
     parts = []
@@ -76,6 +79,8 @@ def questions_html(answers: list[dict]) -> str:
         agrees = {True: "agrees with the reference study", False: "differs from the reference study",
                   None: "cannot be compared (insufficient data)"}[answer["agrees"]]
         figures = answer["figures"]
+        if isinstance(figures, pd.DataFrame):  # identity columns the row label already says
+            figures = figures.drop(columns=[c for c in NOISE_COLUMNS if c in figures.columns])
         table = figures.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", index=False, classes="figures") \
             if isinstance(figures, pd.DataFrame) and not figures.empty else "<p><i>no figures</i></p>"
         parts.append(

@@ -142,19 +142,20 @@ def _ref_squad_em(pred: str, gold: str) -> int:
     return int(_ref_squad_normalize(pred) == _ref_squad_normalize(str(gold)))
 
 
-def _ref_squad_f1(pred: str, gold: str) -> float:
-    pn = _ref_squad_normalize(pred).split()
-    gn = _ref_squad_normalize(str(gold)).split()
-    if not pn and not gn:
-        return 1.0
-    if not pn or not gn:
-        return 0.0
-    num_same = sum((Counter(pn) & Counter(gn)).values())
+def _token_f1(pred_toks: list[str], gold_toks: list[str]) -> float:
+    """SQuAD token F1; two empty token lists agree (both "no answer")."""
+    if not pred_toks or not gold_toks:
+        return float(pred_toks == gold_toks)
+    num_same = sum((Counter(pred_toks) & Counter(gold_toks)).values())
     if num_same == 0:
         return 0.0
-    precision = num_same / len(pn)
-    recall = num_same / len(gn)
+    precision = num_same / len(pred_toks)
+    recall = num_same / len(gold_toks)
     return 2 * precision * recall / (precision + recall)
+
+
+def _ref_squad_f1(pred: str, gold: str) -> float:
+    return _token_f1(_ref_squad_normalize(pred).split(), _ref_squad_normalize(str(gold)).split())
 
 
 def _ref_is_empty_like(s: str) -> bool:
@@ -528,16 +529,7 @@ def compute_exact(a_gold: str, a_pred: str) -> int:
 
 
 def compute_f1(a_gold: str, a_pred: str) -> float:
-    gold_toks = _squad_tokens(a_gold)
-    pred_toks = _squad_tokens(a_pred)
-    if len(gold_toks) == 0 or len(pred_toks) == 0:
-        return float(gold_toks == pred_toks)
-    num_same = sum((Counter(gold_toks) & Counter(pred_toks)).values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(pred_toks)
-    recall = num_same / len(gold_toks)
-    return 2 * precision * recall / (precision + recall)
+    return _token_f1(_squad_tokens(a_pred), _squad_tokens(a_gold))
 
 
 # Replies that mean "no answer" (compared after normalize_answer).
