@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
-from peftlab.config import resolve_config
+from peftlab.config import repo_root, resolve_config
 
 TINY_TRAIN = dict(base_model="tiny", n_train=16, batch_size=4, max_length=512, epochs=1, rank=8)
 TINY_EVAL = dict(base_model="tiny", n_eval=6, max_new_tokens=12, eval_batch_size=3, n_latency=2)
@@ -27,3 +29,16 @@ def tiny_config(tmp_path):
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_project_copy(where: Path, extra_studies: dict[str, str] | None = None) -> Path:
+    """A project root sharing this checkout's code and data but with its own outputs/ and
+    params/ (PEFTLAB_ROOT points the workflow at it)."""
+    root = where / "root"
+    root.mkdir(parents=True)
+    for name in ("data", "notebooks", "report", "workflow", "profiles", "lib"):
+        (root / name).symlink_to(repo_root() / name)
+    shutil.copytree(repo_root() / "params", root / "params")
+    for name, text in (extra_studies or {}).items():
+        (root / "params" / "studies" / f"{name}.yaml").write_text(text)
+    return root

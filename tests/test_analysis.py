@@ -373,10 +373,10 @@ def test_table1_failed_run_seeds_and_cpu_memory(study):
 def test_paired_interval_tie_and_clear_win(study):
     answers = {a["id"]: a for a in answer_questions(load_study(study), n_boot=300)}
     q8 = answers["Q8"]["figures"].set_index("adapter")
-    win = q8.loc["tiny LoRA r8 (SQuAD v2)"]
+    win = q8.loc["tiny-Qwen3 LoRA r8 (SQuAD v2)"]
     assert win["verdict"] == "full FT better" and win["ci_low"] > 0
     assert win["diff"] == pytest.approx(100 - (100 * 8 / N + 100 * 12 / N) / 2)
-    tie = q8.loc["tiny DoRA r8 (SQuAD v2)"]
+    tie = q8.loc["tiny-Qwen3 DoRA r8 (SQuAD v2)"]
     assert tie["verdict"] == "tie" and tie["ci_low"] <= 0 <= tie["ci_high"] and tie["diff"] == pytest.approx(2.5)
     assert answers["Q8"]["agrees"] is False and answers["Q8"]["conclusion"] == "no"
     assert "1 ties" in answers["Q8"]["answer"]
@@ -384,7 +384,7 @@ def test_paired_interval_tie_and_clear_win(study):
     # macro-F1 (ARC) and mean abs diff (OpenMath) differences get intervals from the items too
     q4 = answers["Q4"]["figures"]
     assert q4["ci_low"].notna().all() and set(q4["task"]) == {"arc", "openmath"}
-    full_arc = q4[(q4["config"] == "tiny Full FT (SQuAD v2)") & (q4["task"] == "arc")].iloc[0]
+    full_arc = q4[(q4["config"] == "tiny-Qwen3 Full FT (SQuAD v2)") & (q4["task"] == "arc")].iloc[0]
     assert full_arc["direction"] == "gain" and full_arc["ci_low"] > 0
     # the failed VeRA run takes part in no comparison
     assert not answers["Q8"]["figures"]["adapter"].str.contains("VeRA").any()
@@ -394,12 +394,12 @@ def test_training_memory_caps_and_rank_questions(study):
     answers = {a["id"]: a for a in answer_questions(load_study(study), n_boot=100)}
     q6 = answers["Q6"]
     assert len(q6["figures"]) >= 1 and q6["figures"]["cap_gb"].eq(1.25).all()
-    assert q6["figures"]["winner"].iloc[0] == "tiny Full FT (SQuAD v2)"
+    assert q6["figures"]["winner"].iloc[0] == "tiny-Qwen3 Full FT (SQuAD v2)"
     assert q6["agrees"] is False  # full FT wins even the hardest cap here
     q3 = answers["Q3"]
     assert q3["agrees"] is None and "rank" in q3["answer"]  # one rank per method: nothing to compare
     q5 = answers["Q5"]
-    assert q5["figures"].iloc[0]["config"] == "tiny Full FT (SQuAD v2)"
+    assert q5["figures"].iloc[0]["config"] == "tiny-Qwen3 Full FT (SQuAD v2)"
 
 
 def test_item_metrics_match_the_recorded_metrics():

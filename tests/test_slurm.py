@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_project_copy
 from peftlab.config import repo_root
 
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 ENABLE = "start a single-node cluster with `sudo scripts/local-slurm.sh start` (.ci/run does)"
 
 
@@ -27,25 +27,14 @@ def slurm_reachable() -> bool:
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not slurm_reachable(), reason=f"no SLURM reachable: {ENABLE}")]
 
 
-def _copy_root(tmp_path: Path, study_text: str | None = None) -> Path:
-    """A project root sharing this checkout's files but with its own outputs/ (and study file)."""
-    root = tmp_path / "root"
-    root.mkdir()
-    for name in ("data", "notebooks", "workflow", "profiles", "lib"):
-        (root / name).symlink_to(repo_root() / name)
-    (root / "params" / "studies").mkdir(parents=True)
-    shutil.copy(repo_root() / "params" / "defaults.yaml", root / "params" / "defaults.yaml")
-    for study in (repo_root() / "params" / "studies").glob("*.yaml"):
-        shutil.copy(study, root / "params" / "studies" / study.name)
-    if study_text:
-        (root / "params" / "studies" / "slurmfail.yaml").write_text(study_text)
-    return root
+def _copy_root(where: Path, study_text: str | None = None) -> Path:
+    return make_project_copy(where, {"slurmfail": study_text} if study_text else None)
 
 
 def _run(root: Path, study: str, profile: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PEFTLAB_ROOT=str(root))
-    return subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-                           str(repo_root() / "profiles" / profile), "--config", f"study={study}"],
+    return subprocess.run([sys.executable, "-m", "peftlab.study", "run", study, "--directory", str(root),
+                           "--profile", str(repo_root() / "profiles" / profile)],
                           cwd=repo_root(), env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -60,8 +49,7 @@ def test_smoke_study_runs_through_sbatch_and_equals_the_local_run(tmp_path):
     assert local.returncode == 0, local.stderr[-3000:]
     result = _run(slurm_root, "smoke", "slurm-local")
     assert result.returncode == 0, result.stderr[-3000:]
-    logs = list((slurm_root / ".snakemake" / "slurm_logs").rglob("*.log")) + \
-        list(Path(repo_root() / ".snakemake" / "slurm_logs").rglob("*.log"))
+    logs = list((slurm_root / ".snakemake" / "slurm_logs").rglob("*.log"))
     submitted = {p.parent.name for p in logs}
     assert {"rule_train", "rule_evaluate"} <= submitted, submitted
     assert _evals(slurm_root / "outputs" / "smoke") == _evals(local_root / "outputs" / "smoke")

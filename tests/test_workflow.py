@@ -13,23 +13,30 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import make_project_copy
 from peftlab.config import ConfigError, repo_root
 from peftlab.study import load_plan
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+def study_command(study: str, *extra: str, root: Path | None = None) -> list[str]:
+    """What `make study` runs: the study runner, in the project root given."""
+    return [sys.executable, "-m", "peftlab.study", "run", study, "--directory", str(root or repo_root()), *extra]
+
+
 def snakemake(study: str, *extra: str, root: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, PEFTLAB_ROOT=str(root or repo_root()))
-    return subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-                           str(repo_root() / "profiles" / "default"), "--config", f"study={study}", *extra],
-                          cwd=repo_root(), env=env, capture_output=True, text=True, **kwargs)
+    return subprocess.run(study_command(study, *extra, root=root), cwd=repo_root(), env=env, capture_output=True,
+                          text=True, **kwargs)
 
 
 def test_paper_dry_run_lists_14_train_and_48_evaluate_jobs():
     plan = load_plan("paper")
     assert len(plan.train) == 14 and len(plan.eval_targets()) == 48
-    out = snakemake("paper", "-n", "--forceall")
+    out = subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
+                          str(repo_root() / "profiles" / "default"), "--config", "study=paper", "-n", "--forceall"],
+                         cwd=repo_root(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
@@ -80,20 +87,17 @@ def _results(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path):
-    # Uninterrupted run in the repository's own outputs/smoke
-    full = snakemake("smoke")
+    whole = make_project_copy(tmp_path / "whole")
+    full = snakemake("smoke", root=whole)
     assert full.returncode == 0, full.stderr[-3000:]
-    reference = _results(repo_root() / "outputs" / "smoke")
+    reference = _results(whole / "outputs" / "smoke")
     assert len(reference) == 6 and all(status == "ok" for status, _, _ in reference.values())
+    assert (whole / "outputs" / "smoke" / "report" / "report.pdf").is_file()
 
-    # A second copy of the study, killed mid-run and started again.
-    root = tmp_path / "copy"
-    root.mkdir()
-    for name in ("params", "data", "notebooks", "workflow", "profiles"):
-        (root / name).symlink_to(repo_root() / name)
+    # The same study in another copy, killed mid-run and started again.
+    root = make_project_copy(tmp_path / "killed")
     env = dict(os.environ, PEFTLAB_ROOT=str(root))
-    command = [SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-               str(repo_root() / "profiles" / "default"), "--config", "study=smoke"]
+    command = study_command("smoke", root=root)
     proc = subprocess.Popen(command, cwd=repo_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
@@ -116,21 +120,26 @@ def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_pat
 
 @pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
-    study = tmp_path / "failing.yaml"
-    study.write_text(
+    root = make_project_copy(tmp_path, {"failing": (
         "trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\neval_tasks: [arc]\n"
         "overrides: {n_train: 4, batch_size: 4, max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
-        "method_overrides: {vera: {target_modules: [no_such_proj]}}\n")
-    out = repo_root() / "outputs" / "failing"
-    import shutil
-
-    shutil.rmtree(out, ignore_errors=True)
-    result = snakemake(str(study))
+        "method_overrides: {vera: {target_modules: [no_such_proj]}}\n")})
+    result = snakemake("failing", root=root)
     assert result.returncode == 0, result.stderr[-3000:]
+    out = root / "outputs" / "failing"
     failed = json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())
     assert failed["status"] == "failed" and "no_such_proj" in failed["error"]["message"]
     assert failed["error"]["phase"] == "prepare"
     downstream = json.loads((out / "runs" / "arc-vera-r4-s0" / "eval-arc.json").read_text())
     assert downstream["status"] == "failed" and "training run arc-vera-r4-s0 failed" in downstream["error"]["message"]
     assert json.loads((out / "runs" / "arc-lora-r4-s0" / "eval-arc.json").read_text())["status"] == "ok"
-    shutil.rmtree(out, ignore_errors=True)
+    table = (out / "report" / "table1.csv").read_text()
+    assert "failed" in table  # the report shows the failed run as failed
+
+    # Asked to, the next start retries the failed run (still failing: same record, new attempt).
+    again = snakemake("failing", "retry_failed=1", root=root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rule train:" in again.stdout + again.stderr and "wildcards: run=arc-vera-r4-s0" in again.stdout + again.stderr
+    assert json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())["status"] == "failed"
+    nothing = snakemake("failing", root=root)  # without asking, a failed record is a finished job
+    assert "rule train:" not in nothing.stdout + nothing.stderr

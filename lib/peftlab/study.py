@@ -19,6 +19,7 @@ validated run configuration; the run's identity hash is in its record.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .config import (
     ConfigError,
     config_hash,
     params_dir,
+    repo_root,
     resolve_config,
     resolve_path,
     validate,
@@ -177,6 +179,37 @@ def train_hash(plan: Plan, name: str) -> str:
     return config_hash(plan.train[name].config, TRAIN_IDENTITY_KEYS)
 
 
+def _snakemake_running_in(directory: Path) -> bool:
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if "snakemake" in cmd and "--unlock" not in cmd and proc.pid != os.getpid() \
+                    and Path(proc.info["cwd"] or "/").resolve() == directory.resolve():
+                return True
+        except (psutil.Error, OSError):
+            continue
+    return False
+
+
+def run_study(study: str, *, profile: str = "profiles/default", directory: str | None = None,
+              config: list[str] | None = None) -> int:
+    """`snakemake --profile ... --config study=...`; a lock left by a killed run (no Snakemake
+    alive in that directory) is cleared first, so a killed study simply starts again."""
+    import subprocess
+
+    workdir = Path(directory).resolve() if directory else repo_root()
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    base = [snakemake, "-s", str(repo_root() / "workflow" / "Snakefile"), "--directory", str(workdir),
+            "--profile", str(resolve_path(profile))]
+    locks = workdir / ".snakemake" / "locks"
+    if locks.is_dir() and any(locks.iterdir()) and not _snakemake_running_in(workdir):
+        print("clearing a stale Snakemake lock left by an interrupted run", file=sys.stderr)
+        subprocess.run(base + ["--unlock", "--config", f"study={study}"], check=True, capture_output=True)
+    return subprocess.run(base + ["--config", f"study={study}", *(config or [])], cwd=workdir).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     """Small commands the workflow's shell rules call."""
     parser = argparse.ArgumentParser(prog="python -m peftlab.study")
@@ -189,7 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("result")
     s = sub.add_parser("show", help="list a study's jobs")
     s.add_argument("study")
+    r = sub.add_parser("run", help="run a study with Snakemake, clearing a stale lock left by a killed run")
+    r.add_argument("study")
+    r.add_argument("--profile", default="profiles/default")
+    r.add_argument("--directory", default=None, help="Snakemake's working directory (default: the project root)")
+    r.add_argument("snakemake_args", nargs="*", help="more `key=value` config entries")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return run_study(args.study, profile=args.profile, directory=args.directory, config=args.snakemake_args)
     if args.command == "params":
         yaml.safe_dump(job_params(load_plan(args.study), args.job, args.task), sys.stdout, sort_keys=False)
         return 0

@@ -234,6 +234,7 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
         completion_only_loss=True,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # the default hides a NaN loss behind the running mean
         save_strategy="no",
         report_to="none",
         seed=config["seed"],
