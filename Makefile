@@ -31,7 +31,7 @@ demo: setup
 STUDY   ?= smoke
 PROFILE ?= profiles/default
 study: setup
-	$(PY) -m peftlab.study run $(STUDY) --profile $(PROFILE) $(if $(RETRY_FAILED),retry_failed=1)
+	$(PY) -m peftlab.study run $(STUDY) --profile $(PROFILE) $(if $(RETRY_FAILED),--config retry_failed=1)
 
 # The report of a finished study (the workflow renders it too): outputs/<study>/report/.
 report: setup

@@ -100,21 +100,25 @@ def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_pat
     command = study_command("smoke", root=root)
     proc = subprocess.Popen(command, cwd=repo_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    # Jobs run one at a time: once a third job has started, the records written before it
+    # started belong to finished jobs, which the rerun must not redo.
+    runs = root / "outputs" / "smoke" / "runs"
     deadline = time.time() + 300
-    first = root / "outputs" / "smoke" / "runs" / "arc-lora-r4-s0" / "train.json"
-    while not first.exists() and time.time() < deadline:
-        time.sleep(0.5)
-    first_written = json.loads(first.read_text())["meta"]["written_at"]
-    time.sleep(3)  # let the next job start, then kill everything mid-job
+    while len(list(runs.glob("*/params-*.yaml"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    newest_start = max(p.stat().st_mtime for p in runs.glob("*/params-*.yaml"))
+    finished = {p: p.read_text() for p in runs.glob("*/*.json") if p.stat().st_mtime < newest_start}
+    time.sleep(2)  # mid-job, then kill everything
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert finished, "no job had finished before the kill"
     partial = list((root / "outputs" / "smoke").glob("runs/*/eval-*.json"))
     assert len(partial) < 6, "the study finished before it could be interrupted"
     for path in partial:  # whatever exists is complete
         assert json.loads(path.read_text())["status"] == "ok"
     resumed = subprocess.run(command, cwd=repo_root(), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads(first.read_text())["meta"]["written_at"] == first_written  # not redone
+    assert all(path.read_text() == text for path, text in finished.items())  # finished jobs not redone
     assert _results(root / "outputs" / "smoke") == reference
 
 
@@ -137,7 +141,7 @@ def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
     assert "failed" in table  # the report shows the failed run as failed
 
     # Asked to, the next start retries the failed run (still failing: same record, new attempt).
-    again = snakemake("failing", "retry_failed=1", root=root)
+    again = snakemake("failing", "--config", "retry_failed=1", root=root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "rule train:" in again.stdout + again.stderr and "wildcards: run=arc-vera-r4-s0" in again.stdout + again.stderr
     assert json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())["status"] == "failed"

@@ -226,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("study")
     r.add_argument("--profile", default="profiles/default")
     r.add_argument("--directory", default=None, help="Snakemake's working directory (default: the project root)")
-    r.add_argument("snakemake_args", nargs="*", help="more `key=value` config entries")
+    r.add_argument("--config", nargs="*", default=[], dest="extra_config",
+                   help="more `key=value` Snakemake config entries (e.g. retry_failed=1)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run_study(args.study, profile=args.profile, directory=args.directory, config=args.snakemake_args)
+        return run_study(args.study, profile=args.profile, directory=args.directory, config=args.extra_config)
     if args.command == "params":
         yaml.safe_dump(job_params(load_plan(args.study), args.job, args.task), sys.stdout, sort_keys=False)
         return 0
