@@ -21,7 +21,7 @@ from .data import load_rows
 from .generate import generate_batched, render_prompts, time_single
 from .memory import PhaseMemory
 from .models import load_model
-from .results import ResultError, failure, finished, read_record, run_metadata, write_json, write_parquet
+from .results import ResultError, failure, read_record, reusable_record, run_metadata, write_json, write_parquet
 from .tasks import eval_messages, gold
 
 LATENCY_SEED = 0  # every model is timed on the same items
@@ -79,8 +79,7 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
                              EVAL_IDENTITY_KEYS + ("task", "model")) for t in tasks}
     records, todo = {}, []
     for task in tasks:
-        done = None if config["force"] else finished(out_dir / f"eval-{task}.json", hashes[task])
-        _refuse_other_config(out_dir / f"eval-{task}.json", hashes[task], config["force"])
+        done = reusable_record(out_dir / f"eval-{task}.json", hashes[task], config["force"], "evaluation")
         if done:
             print(f"{out_dir / f'eval-{task}.json'} is finished; not redone (set force=true to redo)")
             records[task] = done
@@ -114,16 +113,6 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
     if errors:
         raise errors[0]
     return records
-
-
-def _refuse_other_config(path: Path, chash: str, force: bool) -> None:
-    try:
-        record = read_record(path)
-    except ResultError:
-        return
-    if record["status"] == "ok" and record.get("config_hash") != chash and not force:
-        raise ConfigError(f"{path} already holds a finished evaluation of another configuration "
-                          f"(hash {record.get('config_hash')}, this one {chash}); choose another out_dir or set force=true")
 
 
 def _failed(config, identity, task, chash, error, phase, out_dir, device: str | None = None) -> dict:

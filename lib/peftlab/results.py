@@ -92,6 +92,25 @@ def finished(path: str | os.PathLike, config_hash: str) -> dict | None:
     return None
 
 
+def reusable_record(path: str | os.PathLike, config_hash: str, force: bool, what: str = "run") -> dict | None:
+    """The finished record at `path` if it came from this config (None when forced, absent,
+    damaged or failed: the run is redone). A finished record of another config is never
+    overwritten: that raises, naming both hashes."""
+    from .config import ConfigError
+
+    try:
+        record = read_record(path)
+    except ResultError:
+        return None
+    if record["status"] != "ok" or force:
+        return None
+    if record.get("config_hash") != config_hash:
+        raise ConfigError(
+            f"{path} already holds a finished {what} of another configuration (hash {record.get('config_hash')}, "
+            f"this one {config_hash}); choose another out_dir or set force=true")
+    return record
+
+
 def git_state() -> dict:
     root = repo_root()
     try:

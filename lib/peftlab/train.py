@@ -25,7 +25,7 @@ from .data import load_rows
 from .memory import PhaseMemory
 from .methods import attach_method, merge_into_base, parameter_counts
 from .models import load_model
-from .results import ResultError, failure, read_record, run_metadata, write_json
+from .results import failure, reusable_record, run_metadata, write_json
 from .tasks import train_example
 
 
@@ -44,22 +44,6 @@ def _replace_dir(build, final: Path) -> None:
     build(tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-
-
-def _guard_out_dir(record_path: Path, chash: str, force: bool) -> dict | None:
-    """Return a finished record to reuse, refuse to overwrite another config's result."""
-    try:
-        record = read_record(record_path)
-    except ResultError:
-        return None  # absent, or damaged: the run is redone and replaces it
-    if record["status"] == "ok" and record.get("config_hash") == chash and not force:
-        return record
-    if record["status"] == "ok" and record.get("config_hash") != chash and not force:
-        raise ConfigError(
-            f"out_dir {str(record_path.parent)!r} already holds a finished run of another configuration "
-            f"(hash {record.get('config_hash')}, this one {chash}); choose another out_dir or set force=true"
-        )
-    return None
 
 
 def _fit_rows(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -124,7 +108,7 @@ def run_training(*, config: Mapping) -> dict:
     out_dir = Path(config["out_dir"])
     record_path = out_dir / "train.json"
     chash = config_hash(config, TRAIN_IDENTITY_KEYS)
-    existing = _guard_out_dir(record_path, chash, config["force"])
+    existing = reusable_record(record_path, chash, config["force"])
     if existing is not None:
         print(f"{record_path} is finished (config {chash}); not redone (set force=true to redo)")
         return existing
