@@ -25,7 +25,6 @@ import math
 import re
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -34,7 +33,7 @@ from peftlab.data import load_rows
 from peftlab.generate import generate_batched, render_prompts, time_single
 from peftlab.models import load_model
 from peftlab.results import package_versions, run_metadata, write_json
-from peftlab.scoring import reference_extract_boxed
+from peftlab.scoring import extract_boxed, reference_extract_boxed
 from peftlab.tasks import eval_messages
 from peftlab.train import run_training
 
@@ -62,8 +61,14 @@ def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> di
 
 
 def _reference_parse(reply: str) -> str | None:
+    """The answer the reference scoring reads: the first box."""
     boxed = reference_extract_boxed(reply)
     return boxed.strip() if boxed is not None else None
+
+
+def _share(pairs) -> float:
+    pairs = list(pairs)
+    return sum(a == b for a, b in pairs) / len(pairs)
 
 
 def bench_eval(*, base_model: str, n_per_task: int, device: str, dtype: str, batch_size: int) -> dict:
@@ -91,7 +96,10 @@ def bench_eval(*, base_model: str, n_per_task: int, device: str, dtype: str, bat
             "wall_s": wall, "items_per_s": len(prompts) / wall,
             "speedup": reference_s / wall,
             "identical_parsed_share": sum(same) / len(same),
-            "identical_reply_share": sum(a["reply"] == b["reply"] for a, b in zip(reference, replies)) / len(same),
+            # the corrected scoring reads the last box; stopping at the first box may change it
+            "identical_last_box_share": _share((extract_boxed(a["reply"]), extract_boxed(b["reply"]))
+                                               for a, b in zip(reference, replies)),
+            "identical_reply_share": _share((a["reply"], b["reply"]) for a, b in zip(reference, replies)),
             "tokens_generated": sum(r["tokens_generated"] for r in replies),
             "differing_items": [i for i, ok in enumerate(same) if not ok],
         }
@@ -106,18 +114,19 @@ def bench_eval(*, base_model: str, n_per_task: int, device: str, dtype: str, bat
     }
 
 
-def bench_train(*, base_model: str, n_train: int, device: str, dtype: str, peak: float) -> dict:
+def bench_train(*, base_model: str, n_train: int, device: str, dtype: str, peaks: dict) -> dict:
     """Same rows, same effective batch (8) and optimizer steps: reference layout vs ours."""
     results = {}
     for method in ("full", "lora"):
         runs = {}
         for name, overrides in (
-            ("reference", dict(batch_size=1, grad_accum=8, group_by_length=False)),
-            ("project", dict(batch_size=8, grad_accum=1, group_by_length=False)),
-            ("project_grouped", dict(batch_size=8, grad_accum=1, group_by_length=True)),
+            ("reference", dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="no")),
+            ("project", dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto")),
+            ("project_fp32", dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="no")),
+            ("batch1_bf16", dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto")),
         ):
             config = resolve_config(overrides=dict(
-                base_model=base_model, method=method, rank=16, train_task="openmath", n_train=n_train,
+                base_model=base_model, method=method, rank=16, train_task="openmath", n_train=n_train, group_by_length=False,
                 protocol="corrected", device=device, dtype=dtype, max_length=512, force=True,
                 out_dir=str(OUT / "train-runs" / f"{method}-{name}"), **overrides))
             record = run_training(config=config)
@@ -126,13 +135,17 @@ def bench_train(*, base_model: str, n_train: int, device: str, dtype: str, peak:
                 "train_s": record["timings"]["train_s"], "tokens": record["tokens"],
                 "tokens_per_s": record["tokens_per_s"], "optimizer_steps": record["optimizer_steps"],
                 "loss_curve": [p["loss"] for p in record["loss_curve"]], "final_loss": record["final_loss"],
-                "mfu": 6 * params * record["tokens_per_s"] / peak, "memory": record["memory"],
+                # against the peak of the precision the matrix products ran in
+                "mfu": 6 * params * record["tokens_per_s"] / peaks[
+                    "bfloat16" if record["bf16_autocast"] or dtype == "bfloat16" else "float32"], "memory": record["memory"],
+                "bf16_autocast": record["bf16_autocast"],
             }
         ref, ours = runs["reference"], runs["project"]
         results[method] = {
             "runs": runs,
             "speedup": ours["tokens_per_s"] / ref["tokens_per_s"],
-            "speedup_grouped": runs["project_grouped"]["tokens_per_s"] / ref["tokens_per_s"],
+            "speedups": {name: run["tokens_per_s"] / ref["tokens_per_s"] for name, run in runs.items()},
+            "bf16_autocast": runs["project"]["bf16_autocast"],
             "final_loss_rel_diff": abs(ours["final_loss"] - ref["final_loss"]) / abs(ref["final_loss"]),
             "max_step_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(ours["loss_curve"], ref["loss_curve"])),
         }
@@ -184,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default="embedded")
     parser.add_argument("--only", choices=("matmul", "eval", "train", "demo", "cuda"), action="append")
-    parser.add_argument("--eval-items", type=int, default=6, help="items per task in the eval benchmark")
+    parser.add_argument("--eval-items", type=int, default=10, help="items per task in the eval benchmark")
+    parser.add_argument("--eval-batch-size", type=int, default=None,
+                        help="batch of the project's evaluation (default: eval_batch_size in params/defaults.yaml)")
     parser.add_argument("--train-rows", type=int, default=32, help="rows in the training benchmark")
     args = parser.parse_args(argv)
     parts = set(args.only or ("matmul", "eval", "train", "demo", "cuda"))
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = OUT / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
 
+    eval_batch = args.eval_batch_size or resolve_config()["eval_batch_size"]
     cpu = torch.device("cpu")
     peak = matmul_peak(cpu)
     write_json(OUT / "matmul.json", {"kind": "bench", "status": "ok", "meta": run_metadata("cpu"), **peak})
@@ -202,27 +218,30 @@ def main(argv: list[str] | None = None) -> int:
 
     if "eval" in parts:
         result = bench_eval(base_model=args.base_model, n_per_task=args.eval_items, device="cpu", dtype="float32",
-                            batch_size=3 * args.eval_items)
+                            batch_size=eval_batch)
         write_json(OUT / "eval.json", {"kind": "bench", "status": "ok", "meta": run_metadata("cpu"), **result})
-        best = result["variants"]["batched_stop_at_first_box"]
-        summary.update(eval_speedup=best["speedup"], eval_identical_share=best["identical_parsed_share"],
-                       eval_speedup_batching_only=result["variants"]["batched"]["speedup"],
-                       eval_identical_share_batching_only=result["variants"]["batched"]["identical_parsed_share"])
-        print(f"eval: reference {result['reference']['items_per_s']:.3f} items/s; batched "
-              f"{result['variants']['batched']['speedup']:.2f}x; + stop at first box {best['speedup']:.2f}x "
-              f"({100 * best['identical_parsed_share']:.1f} % identical parsed answers)")
+        batched, boxed = result["variants"]["batched"], result["variants"]["batched_stop_at_first_box"]
+        summary.update(eval_speedup=batched["speedup"], eval_identical_share=batched["identical_parsed_share"],
+                       eval_identical_reply_share=batched["identical_reply_share"],
+                       eval_speedup_stop_at_first_box=boxed["speedup"],
+                       eval_identical_share_stop_at_first_box=boxed["identical_parsed_share"])
+        print(f"eval: reference {result['reference']['items_per_s']:.3f} items/s; batched {batched['speedup']:.2f}x "
+              f"({100 * batched['identical_parsed_share']:.1f} % identical parsed answers); + stop at first box "
+              f"{boxed['speedup']:.2f}x ({100 * boxed['identical_parsed_share']:.1f} %)")
 
     if "train" in parts:
         result = bench_train(base_model=args.base_model, n_train=args.train_rows, device="cpu", dtype="float32",
-                             peak=peak["flops"]["float32"])
+                             peaks=peak["flops"])
         write_json(OUT / "train.json", {"kind": "bench", "status": "ok", "meta": run_metadata("cpu"), **result})
         summary.update(
             train_speedup_full=result["full"]["speedup"], train_speedup_lora=result["lora"]["speedup"],
             train_final_loss_rel_diff=max(result[m]["final_loss_rel_diff"] for m in ("full", "lora")),
-            mfu_full=result["full"]["runs"]["project"]["mfu"], mfu_lora=result["lora"]["runs"]["project"]["mfu"])
+            mfu_full=result["full"]["runs"]["project"]["mfu"], mfu_lora=result["lora"]["runs"]["project"]["mfu"],
+            train_speedups_by_layout={m: result[m]["speedups"] for m in ("full", "lora")},
+            train_final_loss_rel_diff_by_method={m: result[m]["final_loss_rel_diff"] for m in ("full", "lora")})
         for method in ("full", "lora"):
             r = result[method]
-            print(f"train {method}: {r['speedup']:.2f}x tokens/s (grouped {r['speedup_grouped']:.2f}x), final loss "
+            print(f"train {method}: {r['speedup']:.2f}x tokens/s ({', '.join(f'{k} {v:.2f}x' for k, v in r['speedups'].items())}), final loss "
                   f"rel diff {100 * r['final_loss_rel_diff']:.2f} %, MFU {100 * r['runs']['project']['mfu']:.1f} %")
 
     if "demo" in parts:
@@ -238,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
             gpu_peak = matmul_peak(cuda, size=8192)
             result = {"matmul": gpu_peak,
                       "eval": bench_eval(base_model=args.base_model, n_per_task=args.eval_items, device="cuda",
-                                         dtype="bfloat16", batch_size=3 * args.eval_items),
+                                         dtype="bfloat16", batch_size=eval_batch),
                       "train": bench_train(base_model=args.base_model, n_train=args.train_rows, device="cuda",
-                                           dtype="bfloat16", peak=gpu_peak["flops"]["bfloat16"])}
+                                           dtype="bfloat16", peaks=gpu_peak["flops"])}
             write_json(OUT / "cuda.json", {"kind": "bench", "status": "ok", "meta": run_metadata("cuda"), **result})
-            summary["cuda"] = {"eval_speedup": result["eval"]["variants"]["batched_stop_at_first_box"]["speedup"],
+            summary["cuda"] = {"eval_speedup": result["eval"]["variants"]["batched"]["speedup"],
                                "train_speedup_full": result["train"]["full"]["speedup"],
                                "train_speedup_lora": result["train"]["lora"]["speedup"],
                                "matmul_peak_flops_bf16": gpu_peak["flops"]["bfloat16"]}

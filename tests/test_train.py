@@ -107,3 +107,29 @@ def test_merged_checkpoint_is_saved_in_the_base_dtype(tmp_path):
     assert record["model"]["merged_dtype"] == "bfloat16"
     saved = json.loads((tmp_path / "bf16" / "model" / "config.json").read_text())
     assert saved["dtype"] == "bfloat16"
+
+
+def _curve(tmp_path, name, **overrides):
+    config = resolve_config(overrides=dict(base_model="tiny", method="lora", rank=8, dropout=0.0, n_train=16,
+                                           batch_size=4, max_length=512, group_by_length=False,
+                                           out_dir=str(tmp_path / name), **overrides))
+    record = run_training(config=config)
+    assert record["status"] == "ok", record.get("error")
+    return record, [point["loss"] for point in record["loss_curve"]]
+
+
+def test_padding_free_batches_learn_what_padded_batches_learn(tmp_path):
+    """Rows concatenated into one sequence, attention kept inside each row: the same loss at
+    every step as the padded batch, so the speed-up does not change what is trained."""
+    _, padded = _curve(tmp_path, "padded", padding_free=False, mixed_precision="no")
+    _, packed = _curve(tmp_path, "packed", padding_free=True, mixed_precision="no")
+    assert len(packed) == len(padded) == 4
+    assert packed == pytest.approx(padded, rel=1e-4)
+
+
+def test_bf16_autocast_is_recorded_and_keeps_float32_weights(tmp_path):
+    fp32, exact = _curve(tmp_path, "fp32", mixed_precision="no")
+    bf16, mixed = _curve(tmp_path, "bf16", mixed_precision="bf16")
+    assert fp32["bf16_autocast"] is False and bf16["bf16_autocast"] is True
+    assert bf16["model"]["merged_dtype"] == "float32"
+    assert mixed == pytest.approx(exact, rel=0.05)

@@ -164,6 +164,8 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "max_grad_norm": _number(0, inclusive=False),
     "gradient_checkpointing": _bool,
     "group_by_length": _bool,
+    "padding_free": _bool,
+    "mixed_precision": _choice(("auto", "bf16", "no")),
     "seed": _int(0),
     "train_task": _choice(TASKS),
     "n_train": _int(1),
@@ -182,7 +184,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
 TRAIN_IDENTITY_KEYS = (
     "base_model", "dtype", "protocol", "method", "rank", "alpha", "dropout", "target_modules",
     "vera_d_initial", "learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
-    "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "group_by_length", "seed",
+    "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "group_by_length", "padding_free", "mixed_precision", "seed",
     "train_task", "n_train", "data_source",
 )
 # Keys that decide what an evaluation computes (besides the model evaluated).

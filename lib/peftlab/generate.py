@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -20,23 +22,17 @@ def _greedy_kwargs(tokenizer, max_new_tokens: int) -> dict:
                 pad_token_id=tokenizer.pad_token_id, use_cache=True)
 
 
-def stop_after_first_box(tokenizer, prompt_width: int):
-    """A stopping criterion: a sequence is done once its reply holds a closed `\\boxed{...}`.
+def first_box_closed(tokenizer) -> Callable[[list[int]], bool]:
+    """A stop rule for `greedy_decode`: the reply so far holds a closed `\\boxed{...}`. Only a
+    token whose text contains `}` can close one, so only those steps decode the reply."""
+    closing = {index for token, index in tokenizer.get_vocab().items()
+               if "}" in tokenizer.convert_tokens_to_string([token])}
+    closed_box = re.compile(r"\\boxed\{.*?\}", re.DOTALL)
 
-    The reference scoring reads the first box only, so nothing generated after it can change
-    that score; the corrected scoring reads the last box and must not use this."""
-    import re
+    def stop(sequence: list[int]) -> bool:
+        return sequence[-1] in closing and bool(closed_box.search(tokenizer.decode(sequence)))
 
-    from transformers import StoppingCriteria
-
-    closed = re.compile(r"\\boxed\{.*?\}", re.DOTALL)
-
-    class FirstBox(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            replies = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
-            return torch.tensor([bool(closed.search(r)) for r in replies], device=input_ids.device)
-
-    return FirstBox()
+    return stop
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -63,14 +59,90 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _cache_keyword(model) -> str:
+    import inspect
+
+    forward = getattr(model, "forward", model)
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _prefill(model, input_ids, attention_mask, cache_keyword: str):
+    """Each prompt's KV cache computed on its own (no pad tokens through the model), then
+    left-padded into one batch cache. Returns the cache and each prompt's last logits."""
+    from transformers import DynamicCache
+
+    width = input_ids.shape[1]
+    layers, last_logits = None, []
+    for ids, mask in zip(input_ids, attention_mask):
+        real = ids[mask.bool()][None]
+        own = DynamicCache(config=model.config)
+        output = model(input_ids=real, use_cache=True, logits_to_keep=1, **{cache_keyword: own})
+        last_logits.append(output.logits[:, -1, :])
+        pad = width - real.shape[1]
+        padded = [(torch.nn.functional.pad(layer.keys, (0, 0, pad, 0)),
+                   torch.nn.functional.pad(layer.values, (0, 0, pad, 0))) for layer in own.layers]
+        layers = [[kv] for kv in padded] if layers is None else [acc + [kv] for acc, kv in zip(layers, padded)]
+    cache = DynamicCache(config=model.config)
+    for index, pairs in enumerate(layers):
+        cache.update(torch.cat([k for k, _ in pairs]), torch.cat([v for _, v in pairs]), index)
+    return cache, torch.cat(last_logits)
+
+
+@torch.inference_mode()
+def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_ids: set[int],
+                  stop: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch that drops each sequence from the batch as soon
+    as it has ended (end-of-sequence token, `max_new_tokens`, or `stop`).
+
+    `generate()` keeps computing a finished sequence as padding until the longest one in its
+    batch ends; with the reference's `max_new_tokens=1000` one rambling reply would make the
+    whole batch run 1000 full-width steps. Here the batch, its attention mask and its KV
+    cache shrink instead, so every step computes only sequences still being written; the
+    prompts are read one by one (`_prefill`), so no pad token goes through the model either.
+    The tokens are those of `generate(do_sample=False)`: the same argmax over the same
+    logits, with positions counted from each sequence's first real token as `generate()` does."""
+    keyword = _cache_keyword(model)
+    cache, logits = _prefill(model, input_ids, attention_mask, keyword)
+    next_position = attention_mask.long().sum(-1, keepdim=True)
+    alive = list(range(input_ids.shape[0]))  # batch row -> input index
+    generated: list[list[int]] = [[] for _ in alive]
+    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
+    for _ in range(max_new_tokens):
+        tokens = logits.argmax(dim=-1)
+        ended = torch.isin(tokens, eos).tolist()
+        for row, token in enumerate(tokens.tolist()):
+            sequence = generated[alive[row]]
+            sequence.append(token)
+            ended[row] = ended[row] or len(sequence) >= max_new_tokens or bool(stop and stop(sequence))
+        if all(ended):
+            break
+        if any(ended):
+            keep = [row for row, done in enumerate(ended) if not done]
+            index = torch.tensor(keep, device=input_ids.device)
+            cache.batch_select_indices(index)
+            tokens, attention_mask, next_position = tokens[index], attention_mask[index], next_position[index]
+            alive = [alive[row] for row in keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=-1)
+        output = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_position,
+                       use_cache=True, **{keyword: cache})
+        logits = output.logits[:, -1, :]
+        next_position = next_position + 1
+    return generated
+
+
 @torch.inference_mode()
 def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
                      desc: str = "generate", stop_at_first_box: bool = False) -> list[dict]:
-    """Replies for all prompts, `batch_size` at a time, left-padded. Prompts are grouped by
-    length (fewer pad tokens) and returned in input order. Each item's `seconds` is its
-    share of its batch's wall time."""
+    """Replies for all prompts, `batch_size` at a time, left-padded, greedy (`greedy_decode`).
+    Prompts are grouped by length (fewer pad tokens) and returned in input order. Each item's
+    `seconds` is its share of its batch's wall time.
+
+    `stop_at_first_box` ends a reply once it holds a closed `\\boxed{...}`: the reference
+    scoring reads the first box only, so nothing after it can change that score; the
+    corrected scoring reads the last box and must not use it."""
     tokenizer.padding_side = "left"
     eos_ids = _eos_ids(model, tokenizer)
+    stop = first_box_closed(tokenizer) if stop_at_first_box else None
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     results: list[dict | None] = [None] * len(prompts)
@@ -81,16 +153,13 @@ def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: in
                               add_special_tokens=False).to(model.device)
             _sync(model.device)
             started = time.perf_counter()
-            width = batch["input_ids"].shape[1]
-            extra = {"stopping_criteria": [stop_after_first_box(tokenizer, width)]} if stop_at_first_box else {}
-            output = model.generate(**batch, **_greedy_kwargs(tokenizer, max_new_tokens), **extra)
+            sequences = greedy_decode(model, batch["input_ids"], batch["attention_mask"],
+                                      max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop)
             _sync(model.device)
             seconds = (time.perf_counter() - started) / len(chunk)
-            for row, index in enumerate(chunk):
-                new = output[row, width:].tolist()
-                n = _count_generated(new, eos_ids, tokenizer.pad_token_id)
-                results[index] = {"reply": tokenizer.decode(new[:n], skip_special_tokens=True),
-                                  "tokens_generated": n, "seconds": seconds}
+            for index, new in zip(chunk, sequences):
+                results[index] = {"reply": tokenizer.decode(new, skip_special_tokens=True),
+                                  "tokens_generated": len(new), "seconds": seconds}
             bar.update(len(chunk))
     return results
 

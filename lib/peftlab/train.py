@@ -24,7 +24,7 @@ from .config import TRAIN_IDENTITY_KEYS, ConfigError, config_hash, effective_alp
 from .data import load_rows
 from .memory import PhaseMemory
 from .methods import attach_method, merge_into_base, parameter_counts
-from .models import load_model
+from .models import cpu_has_native_bf16, load_model
 from .results import failure, reusable_record, run_metadata, write_json
 from .tasks import train_example
 
@@ -172,6 +172,7 @@ def run_training(*, config: Mapping) -> dict:
             **counts,
             "adapter_bytes": adapter_bytes,
             "n_rows": len(examples), "n_rows_too_long": n_too_long,
+            "bf16_autocast": uses_bf16_autocast(config, model),
             "optimizer_steps": trainer.state.global_step,
             "tokens": tokens, "tokens_per_s": tokens / train_s if train_s else None,
             "loss_curve": curve,
@@ -196,13 +197,23 @@ def run_training(*, config: Mapping) -> dict:
     return record
 
 
+def uses_bf16_autocast(config: Mapping, model) -> bool:
+    """bf16 autocast for training: always for bf16 weights; `auto` also on a CPU that computes
+    bf16 in hardware (float32 master weights and optimizer state, bf16 matrix products)."""
+    if config["mixed_precision"] == "no":
+        return False
+    if config["mixed_precision"] == "bf16" or model.dtype == torch.bfloat16:
+        return True
+    return model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_native_bf16()
+
+
 def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     steps_per_epoch = math.ceil(len(examples) / (config["batch_size"] * config["grad_accum"]))
     total_steps = max(1, math.ceil(steps_per_epoch * config["epochs"]))
-    bf16 = model.dtype == torch.bfloat16
+    bf16 = uses_bf16_autocast(config, model)
     args = SFTConfig(
         output_dir=str(out_dir / ".trainer"),
         per_device_train_batch_size=config["batch_size"],
@@ -213,8 +224,10 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         weight_decay=config["weight_decay"],
         max_grad_norm=config["max_grad_norm"],
         activation_checkpointing=config["gradient_checkpointing"],
-        max_length=config["max_length"],
+        # Rows over max_length were already left out (_fit_rows); padding-free batches are not truncated again.
+        max_length=None if config["padding_free"] else config["max_length"],
         packing=False,
+        padding_free=config["padding_free"],
         train_sampling_strategy="group_by_length" if config["group_by_length"] else "random",
         completion_only_loss=True,
         logging_steps=1,

@@ -1,0 +1,82 @@
+"""Batched greedy decoding gives the tokens of one `generate()` call per prompt."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peftlab.generate import first_box_closed, generate_batched, greedy_decode, time_single
+from peftlab.models import load_model
+
+PROMPTS = ["What is 2 + 2?", "Name the largest planet of the solar system, and say why it is so large.",
+           "Hi", "Which gas do plants take in, and which do they give off during photosynthesis?",
+           "Solve for x: 3x + 5 = 20. Put the answer in a box."]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
+    return model, tokenizer
+
+
+def _one_by_one(model, tokenizer, max_new_tokens, eos_token_id):
+    sequences = []
+    for prompt in PROMPTS:
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+        sequences.append(out[0, inputs["input_ids"].shape[1]:].tolist())
+    return sequences
+
+
+def test_shrinking_batch_matches_one_generate_call_per_prompt(tiny):
+    model, tokenizer = tiny
+    free = _one_by_one(model, tokenizer, 24, eos_token_id=tokenizer.eos_token_id)
+    # Make sequences end at different steps: treat a token each reply produces early as the end token.
+    stop_token = free[1][5]
+    expected = _one_by_one(model, tokenizer, 24, eos_token_id=stop_token)
+    assert len({len(s) for s in expected}) > 1, "the test needs replies that end at different steps"
+    tokenizer.padding_side = "left"
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    got = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=24, eos_ids={stop_token})
+    assert got == expected
+
+
+def test_batched_replies_equal_single_replies_in_input_order(tiny):
+    model, tokenizer = tiny
+    single = time_single(model, tokenizer, PROMPTS, max_new_tokens=10)
+    for batch_size in (1, 2, len(PROMPTS)):
+        batched = generate_batched(model, tokenizer, PROMPTS, max_new_tokens=10, batch_size=batch_size)
+        assert [b["reply"] for b in batched] == [s["reply"] for s in single]
+        assert [b["tokens_generated"] for b in batched] == [s["tokens_generated"] for s in single]
+
+
+def test_first_box_rule_stops_once_the_first_box_closes(tiny):
+    model, tokenizer = tiny
+    stop = first_box_closed(tokenizer)
+
+    def tokens(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    assert not stop(tokens("so the answer is \\boxed{7"))
+    assert stop(tokens("so the answer is \\boxed{7}"))
+    assert not stop(tokens("no box here }"))
+
+    box = tokens("\\boxed{7}")
+    forced = iter(box + [7] * 20)  # a reply that would go on after its box
+
+    class Forced(torch.nn.Module):
+        """The tiny model with its choice overridden step by step."""
+
+        config = model.config
+
+        def forward(self, **kwargs):
+            out = model(**kwargs)
+            out.logits[:, -1, :] = -1e9
+            out.logits[:, -1, next(forced)] = 0.0
+            return out
+
+    batch = tokenizer(["x"], return_tensors="pt", add_special_tokens=False)
+    got = greedy_decode(Forced(), batch["input_ids"], batch["attention_mask"], max_new_tokens=20,
+                        eos_ids={tokenizer.eos_token_id}, stop=stop)
+    assert got == [box]
