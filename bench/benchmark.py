@@ -122,8 +122,8 @@ def bench_train(*, base_model: str, n_train: int, device: str, dtype: str, peaks
         for name, overrides in (
             ("reference", dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="no")),
             ("project", dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto")),
-            ("project_fp32", dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="no")),
-            ("batch1_bf16", dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto")),
+            ("project_bf16", dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="bf16")),
+            ("batch1_bf16", dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="bf16")),
         ):
             config = resolve_config(overrides=dict(
                 base_model=base_model, method=method, rank=16, train_task="openmath", n_train=n_train, group_by_length=False,
@@ -197,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default="embedded")
     parser.add_argument("--only", choices=("matmul", "eval", "train", "demo", "cuda"), action="append")
-    parser.add_argument("--eval-items", type=int, default=10, help="items per task in the eval benchmark")
+    parser.add_argument("--eval-items", type=int, default=20, help="items per task in the eval benchmark")
     parser.add_argument("--eval-batch-size", type=int, default=None,
                         help="batch of the project's evaluation (default: eval_batch_size in params/defaults.yaml)")
-    parser.add_argument("--train-rows", type=int, default=32, help="rows in the training benchmark")
+    parser.add_argument("--train-rows", type=int, default=64, help="rows in the training benchmark")
     args = parser.parse_args(argv)
     parts = set(args.only or ("matmul", "eval", "train", "demo", "cuda"))
     OUT.mkdir(parents=True, exist_ok=True)

@@ -77,16 +77,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): there bf16 matrix
-    products run 2-3x faster than float32; elsewhere they are emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
 def _atomic_dir(final: Path, build) -> Path:
     """Build a directory under a temporary name, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from .config import TRAIN_IDENTITY_KEYS, ConfigError, config_hash, effective_alp
 from .data import load_rows
 from .memory import PhaseMemory
 from .methods import attach_method, merge_into_base, parameter_counts
-from .models import cpu_has_native_bf16, load_model
+from .models import load_model
 from .results import failure, reusable_record, run_metadata, write_json
 from .tasks import train_example
 
@@ -198,13 +198,15 @@ def run_training(*, config: Mapping) -> dict:
 
 
 def uses_bf16_autocast(config: Mapping, model) -> bool:
-    """bf16 autocast for training: always for bf16 weights; `auto` also on a CPU that computes
-    bf16 in hardware (float32 master weights and optimizer state, bf16 matrix products)."""
+    """bf16 autocast for training: for bf16 weights (`auto`, the GPU default) or when asked for
+    (`bf16`: float32 master weights and optimizer state, bf16 matrix products).
+
+    `auto` leaves float32 CPU training in float32 although a CPU with AVX512-BF16/AMX runs bf16
+    products 2x faster: measured on the embedded model, bf16 autocast raised the loss after
+    8 steps by 2 % (full FT) and 7 % (LoRA), so it is a choice to make, not a default."""
     if config["mixed_precision"] == "no":
         return False
-    if config["mixed_precision"] == "bf16" or model.dtype == torch.bfloat16:
-        return True
-    return model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_native_bf16()
+    return config["mixed_precision"] == "bf16" or model.dtype == torch.bfloat16
 
 
 def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Path):
