@@ -9,7 +9,8 @@ JSON under outputs/bench/ with a summary.json:
               plus stopping once the first \\boxed{} answer is closed (the only part of a reply
               the reference scoring reads); items/s and the share of identical parsed answers
   train       reference configuration (batch 1 x gradient accumulation 8, float32) against the
-              project's (batch 8, padding-free) and bf16 autocast layouts; same rows, same optimizer steps, full FT and LoRA: tokens/s, loss curves, MFU
+              project's (batch 8, padding-free) and bf16 autocast layouts; same rows, same
+              optimizer steps, full FT and LoRA: tokens/s, loss curves, MFU
   demo        the demo study's wall time from its records, split into load/train/generate/report
   cuda        the same on a GPU when one is present; skipped (not faked) otherwise
 
