@@ -43,14 +43,11 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _count_generated(new_tokens: list[int], eos_ids: set[int], pad_id: int | None = None) -> int:
-    """Tokens the model produced: up to and including the first end-of-sequence token, and
-    before the padding that fills a sequence stopped early in a batch."""
+def _count_generated(new_tokens: list[int], eos_ids: set[int]) -> int:
+    """Tokens the model produced: up to and including the first end-of-sequence token."""
     for index, token in enumerate(new_tokens):
         if token in eos_ids:
             return index + 1
-        if token == pad_id:
-            return index
     return len(new_tokens)
 
 
@@ -72,19 +69,22 @@ def _prefill(model, input_ids, attention_mask, cache_keyword: str):
     from transformers import DynamicCache
 
     width = input_ids.shape[1]
-    layers, last_logits = None, []
+    own_caches, pads, last_logits = [], [], []
     for ids, mask in zip(input_ids, attention_mask):
         real = ids[mask.bool()][None]
         own = DynamicCache(config=model.config)
         output = model(input_ids=real, use_cache=True, logits_to_keep=1, **{cache_keyword: own})
+        own_caches.append(own)
+        pads.append(width - real.shape[1])
         last_logits.append(output.logits[:, -1, :])
-        pad = width - real.shape[1]
-        padded = [(torch.nn.functional.pad(layer.keys, (0, 0, pad, 0)),
-                   torch.nn.functional.pad(layer.values, (0, 0, pad, 0))) for layer in own.layers]
-        layers = [[kv] for kv in padded] if layers is None else [acc + [kv] for acc, kv in zip(layers, padded)]
+
+    def left_padded(tensors):
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, pad, 0)) for t, pad in zip(tensors, pads)])
+
     cache = DynamicCache(config=model.config)
-    for index, pairs in enumerate(layers):
-        cache.update(torch.cat([k for k, _ in pairs]), torch.cat([v for _, v in pairs]), index)
+    for index in range(len(own_caches[0].layers)):
+        cache.update(left_padded([own.layers[index].keys for own in own_caches]),
+                     left_padded([own.layers[index].values for own in own_caches]), index)
     return cache, torch.cat(last_logits)
 
 

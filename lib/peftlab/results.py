@@ -81,17 +81,6 @@ def read_record(path: str | os.PathLike) -> dict:
     return record
 
 
-def finished(path: str | os.PathLike, config_hash: str) -> dict | None:
-    """The record at `path` if it is ok and was made from the same config, else None."""
-    try:
-        record = read_record(path)
-    except ResultError:
-        return None
-    if record["status"] == "ok" and record.get("config_hash") == config_hash:
-        return record
-    return None
-
-
 def reusable_record(path: str | os.PathLike, config_hash: str, force: bool, what: str = "run") -> dict | None:
     """The finished record at `path` if it came from this config (None when forced, absent,
     damaged or failed: the run is redone). A finished record of another config is never
