@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -101,6 +102,24 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower()
 
 
+class _Interrupts(list):
+    """The SIGINTs received while a run is under way (Ctrl-C still raises KeyboardInterrupt)."""
+
+    def __init__(self):
+        super().__init__()
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+            self._previous = signal.signal(signal.SIGINT, self._received)
+
+    def _received(self, signum, frame):
+        self.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def run_training(*, config: Mapping) -> dict:
     """Train, merge, save and record one run. Returns the record (an existing ok one if the
     same configuration already finished here, unless config['force'])."""
@@ -118,6 +137,7 @@ def run_training(*, config: Mapping) -> dict:
     record = {"kind": "train", "status": "failed", "config": config, "config_hash": chash,
               "run": out_dir.name, "learning_rate": effective_learning_rate(config),
               "alpha": effective_alpha(config) if config["method"] in ("lora", "dora") else None}
+    interrupted = _Interrupts()
     try:
         from transformers import set_seed
 
@@ -183,13 +203,16 @@ def run_training(*, config: Mapping) -> dict:
         record["error"] = {**failure(error, phase), "traceback": traceback.format_exc(limit=20)}
         if is_out_of_memory(error):  # what the phase had reached when memory ran out
             record["error"]["memory_so_far"] = PhaseMemory(info.device if info else "cpu").snapshot()
-        if isinstance(error, Exception):  # a failure is recorded; an interruption (Ctrl-C, kill) is not
+        # A failure is recorded; an interruption (Ctrl-C, kill) is not, even when a library on the
+        # way up turned the KeyboardInterrupt into another exception.
+        if isinstance(error, Exception) and not interrupted:
             record["timings"] = {**timings, "wall_s": time.perf_counter() - started}
             record["meta"] = run_metadata(info.device if info else None)
             write_json(record_path, record)
         raise
     finally:
         shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
+        interrupted.restore()
     record["timings"] = {**timings, "wall_s": time.perf_counter() - started}
     record["meta"] = run_metadata(info.device)
     record["model"]["dtype"] = info.dtype
