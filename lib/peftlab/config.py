@@ -8,6 +8,7 @@ model or data is touched. Errors name the key, the bad value and what is allowed
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,9 @@ TASKS = ("arc", "openmath", "squad_v2")
 PROTOCOLS = ("reference", "corrected")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+DATA_SOURCES = ("reference", "hf", "hub")  # or a local directory <dir>/<task>/{train,test}.jsonl
+# Experiment trackers TRL's SFTTrainer reports to (`report_to`), with the package each needs.
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio"}
 
 # The reference study's shared hyperparameters (STUDY.md), applied by protocol=reference.
 REFERENCE_LEARNING_RATE = 1e-5
@@ -82,6 +86,33 @@ def _number(minimum: float, *, inclusive: bool = True, below: float | None = Non
         return float(value) if isinstance(value, (int, float)) else value
 
     return check
+
+
+def _count(key: str, value: Any) -> Any:
+    """A sample count: an integer >= 1, or `all` (every row of the split)."""
+    if value == "all":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(key, value, "an integer >= 1, or all")
+    return value
+
+
+def _data_source(key: str, value: Any) -> Any:
+    _text(key, value)
+    if value not in DATA_SOURCES and not Path(value).expanduser().is_dir():
+        _fail(key, value, "reference, hf, hub, or an existing directory laid out as <dir>/<task>/{train,test}.jsonl")
+    return value
+
+
+def _tracker(key: str, value: Any) -> Any:
+    if not isinstance(value, str) or value not in TRACKERS:
+        _fail(key, value, ", ".join(TRACKERS))
+    package = TRACKERS[value]
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"config key '{key}': {value!r} needs the {package} package, which is not installed; "
+                          f"install it with `pip install '{package}'` (or the project's `tracking` extra), "
+                          "or use none")
+    return value
 
 
 FAULT_PATTERN = re.compile(r"^(nan_loss@\d+|oom@train:\d+|kill@train:\d+|oom@evaluate)$")
@@ -168,15 +199,16 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "mixed_precision": _choice(("auto", "bf16", "no")),
     "seed": _int(0),
     "train_task": _choice(TASKS),
-    "n_train": _int(1),
-    "data_source": _text,
+    "n_train": _count,
+    "data_source": _data_source,
     "eval_tasks": _str_list(TASKS),
-    "n_eval": _int(1),
+    "n_eval": _count,
     "max_new_tokens": _int(1),
     "eval_batch_size": _int(1),
     "n_latency": _int(0),
     "out_dir": _text,
     "force": _bool,
+    "report_to": _tracker,
     "fault": _fault,
 }
 
@@ -191,16 +223,35 @@ TRAIN_IDENTITY_KEYS = (
 EVAL_IDENTITY_KEYS = ("dtype", "protocol", "data_source", "n_eval", "max_new_tokens", "eval_batch_size", "n_latency")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def yaml_error_message(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line error as one phrase with 1-based line and column."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    return where + problem
+
+
+def read_yaml(path: str | os.PathLike, *, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping from a file; any problem is one ConfigError line naming the file (and line, column)."""
+    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{what} {path}, {yaml_error_message(exc)}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
+        raise ConfigError(f"{what} {path}: must hold a mapping of keys to values, not a {type(data).__name__}")
     return data
+
+
+_read_yaml = read_yaml
 
 
 def load_defaults() -> dict[str, Any]:
@@ -232,6 +283,9 @@ def resolve_config(*, file: str | os.PathLike | None = None, overrides: Mapping[
         config.update(validate(dict(overrides), source="overrides"))
     config = validate(config, source="the merged configuration")
     config["out_dir"] = str(resolve_path(config["out_dir"]))
+    from .data import check_sample_counts  # data imports this module
+
+    check_sample_counts(config)
     return config
 
 

@@ -13,6 +13,8 @@ A malformed record raises DataError naming the file, the row and the field.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -165,11 +167,43 @@ def _validate_records(task: str, schema: str, records: Iterable[dict], where: st
     return rows
 
 
+def check_json_lines(path: Path) -> None:
+    """A JSON Lines file (or a .json file holding one document or JSON Lines) parses line by line;
+    else DataError naming the file, the line and the column."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            json.loads(text)
+            return
+        except json.JSONDecodeError as whole:
+            if text.lstrip().startswith("["):  # one JSON document: its own position is the useful one
+                raise DataError(f"data file {path}, line {whole.lineno}, column {whole.colno}: "
+                                f"not valid JSON ({whole.msg})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"data file {path}, line {number}, column {exc.colno}: not valid JSON ({exc.msg}); "
+                            f"each line must hold one JSON record: {_excerpt(line)}") from None
+        if not isinstance(record, dict):
+            raise DataError(f"data file {path}, line {number}: expected a JSON object (one record), "
+                            f"got {type(record).__name__}: {_excerpt(line)}")
+
+
+def _excerpt(line: str, width: int = 60) -> str:
+    line = line.strip()
+    return repr(line if len(line) <= width else line[:width] + "...")
+
+
 def _read_file(path: Path) -> list[dict]:
     import pandas as pd
 
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
+    if path.suffix in (".jsonl", ".json"):
+        check_json_lines(path)
     try:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
@@ -193,8 +227,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_rows(*, task: str, split: str, source: str = "reference", n: int | None = None) -> list[dict]:
-    """The first `n` validated rows of a task's split (all rows when n is None)."""
+def load_rows(*, task: str, split: str, source: str = "reference", n: int | str | None = None) -> list[dict]:
+    """The first `n` validated rows of a task's split (all rows when n is None or "all").
+    Asking for more rows than the split has is an error, never a silent smaller sample."""
     if task not in TASKS:
         raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     if split not in SPLITS:
@@ -202,25 +237,92 @@ def load_rows(*, task: str, split: str, source: str = "reference", n: int | None
     if source == "reference":
         path = data_dir() / "reference-study" / f"{split}-{REFERENCE_FILES[task]}.parquet"
         rows = _validate_records(task, "reference", _read_file(path), str(path))
+        where = str(path)
     elif source == "hf":
-        records, where = [], []
+        records, paths = [], []
         for name in HF_FILES[(task, split)]:
             path = data_dir() / "hf" / name
             records.extend(_read_file(path))
-            where.append(str(path))
+            paths.append(str(path))
         offset = 0
         if task == "openmath":
             if split == "train":
                 records = records[:HF_OPENMATH_TRAIN_ROWS]
             else:
                 records, offset = records[HF_OPENMATH_TRAIN_ROWS:], HF_OPENMATH_TRAIN_ROWS
-        rows = _validate_records(task, "hf", records, " + ".join(where), offset)
+        where = " + ".join(paths)
+        rows = _validate_records(task, "hf", records, where, offset)
     else:
-        rows = _load_hub(task, split, source)
-    return rows[:n] if n is not None else rows
+        rows, where = _load_hub(task, split, source)
+    if n is None or n == "all":
+        return rows
+    if n > len(rows):
+        raise DataError(_too_many(SPLIT_KEYS[split], n, len(rows), task, split, source, where))
+    return rows[:n]
 
 
-def _load_hub(task: str, split: str, source: str) -> list[dict]:
+SPLIT_KEYS = {"train": "n_train", "test": "n_eval"}  # the config key that sizes each split's sample
+
+
+def _too_many(key: str, n: int, available: int, task: str, split: str, source: str, where: str) -> str:
+    return (f"config key '{key}': {n} is more than the {available:,} rows of the {task} {split} split "
+            f"(data_source {source!r}: {where}); allowed: an integer from 1 to {available}, or all")
+
+
+def available_rows(*, task: str, split: str, source: str) -> tuple[int, str] | None:
+    """(rows in the split, where they are) read from the files' metadata or line counts, without
+    validating the rows; None where only loading can tell (the Hub, a missing or other layout)."""
+    if source == "reference":
+        path = data_dir() / "reference-study" / f"{split}-{REFERENCE_FILES[task]}.parquet"
+        return (_parquet_rows(path, path.stat().st_mtime_ns), str(path)) if path.is_file() else None
+    if source == "hf":
+        paths = [data_dir() / "hf" / name for name in HF_FILES[(task, split)]]
+        if not all(p.is_file() for p in paths):
+            return None
+        count = sum(_line_count(p, p.stat().st_mtime_ns) for p in paths)
+        if task == "openmath":
+            count = min(count, HF_OPENMATH_TRAIN_ROWS) if split == "train" else max(count - HF_OPENMATH_TRAIN_ROWS, 0)
+        return count, " + ".join(map(str, paths))
+    if source == "hub":
+        return None
+    folder = Path(source).expanduser() / task
+    files = [p for p in folder.glob("*") if p.is_file() and not p.name.startswith(".")] if folder.is_dir() else []
+    path = folder / f"{split}.jsonl"
+    if [p.name for p in files if p.stem.startswith(split)] != [path.name]:
+        return None  # not the plain <task>/<split>.jsonl layout: datasets decides what it reads
+    return _line_count(path, path.stat().st_mtime_ns), str(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _parquet_rows(path: Path, mtime_ns: int) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
+
+
+@functools.lru_cache(maxsize=64)
+def _line_count(path: Path, mtime_ns: int) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def check_sample_counts(config: dict) -> None:
+    """n_train and n_eval fit the splits they sample (where the files tell without loading):
+    a larger number is a ConfigError naming the rows available, never a silently smaller run."""
+    wanted = [("n_train", "train", [config["train_task"]]), ("n_eval", "test", list(config["eval_tasks"]))]
+    for key, split, tasks in wanted:
+        n = config[key]
+        if n == "all":
+            continue
+        for task in tasks:
+            found = available_rows(task=task, split=split, source=config["data_source"])
+            if found is not None and n > found[0]:
+                from .config import ConfigError
+
+                raise ConfigError(_too_many(key, n, found[0], task, split, config["data_source"], found[1]))
+
+
+def _load_hub(task: str, split: str, source: str) -> tuple[list[dict], str]:
     """`hub`: the official dataset; a local directory: `<dir>/<task>/` in the HF schema."""
     import datasets
 
@@ -234,8 +336,13 @@ def _load_hub(task: str, split: str, source: str) -> list[dict]:
         location, config, split_name = str(directory / task), None, split
         if not Path(location).is_dir():
             raise DataError(f"data_source {source!r} has no folder {task!r} (expected {location}/{split}.jsonl)")
+        # datasets reports a broken line as "An error occurred while generating the dataset": find it first.
+        for path in sorted(Path(location).glob("*.json*")):
+            if path.suffix in (".json", ".jsonl"):
+                check_json_lines(path)
     try:
         dataset = datasets.load_dataset(location, config, split=split_name)
     except Exception as exc:  # datasets raises many types: name the dataset and how to fix it
         raise DataError(f"could not load the {task} {split} split from {location!r}: {exc}") from exc
-    return _validate_records(task, "hf", (dict(r) for r in dataset), f"{location} [{split_name}]")
+    where = f"{location} [{split_name}]"
+    return _validate_records(task, "hf", (dict(r) for r in dataset), where), where

@@ -37,7 +37,8 @@ def model_identity(*, base_model: str, run_dir: str | None) -> dict:
     try:
         train = read_record(run_path / "train.json")
     except ResultError as exc:
-        raise ConfigError(f"run_dir {run_dir!r} has no usable training record: {exc}") from exc
+        raise ConfigError(f"run_dir {run_dir!r} has no usable training record: {exc}; run notebooks/train.ipynb "
+                          "with out_dir set to it first, or set run_dir to '' to evaluate the untuned base_model") from exc
     cfg = train["config"]
     return {"label": run_path.name, "base_model": cfg["base_model"], "trained": True, "run": run_path.name,
             "method": cfg["method"], "rank": None if cfg["method"] == "full" else cfg["rank"],

@@ -10,11 +10,12 @@ from typing import Mapping
 
 import torch
 
-from .config import effective_alpha
+from .config import ConfigError, effective_alpha
 
 
-class MethodError(ValueError):
-    """A method cannot be applied to this model (e.g. no module matches target_modules)."""
+class MethodError(ConfigError):
+    """A method cannot be applied to this model (no module matches target_modules, a rank the
+    model's layers cannot hold)."""
 
 
 def peft_config(config: Mapping):
@@ -34,6 +35,74 @@ def peft_config(config: Mapping):
     raise MethodError(f"method {method!r} has no adapter config")
 
 
+def targeted_layers(model, config: Mapping) -> dict[str, tuple[int, int]]:
+    """{module name: (in_features, out_features)} of the linear layers the adapter wraps.
+    Works on a real model and on a weightless `meta` skeleton alike."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in config["target_modules"] if m not in names]
+    if missing:
+        raise MethodError(
+            f"config key 'target_modules': {missing} match no module of {type(model).__name__}; "
+            f"linear layers it has include: {', '.join(sorted(n for n in names if n.endswith('proj')))}"
+        )
+    wanted = set(config["target_modules"])
+    return {name: (module.in_features, module.out_features) for name, module in model.named_modules()
+            if name.rsplit(".", 1)[-1] in wanted and hasattr(module, "in_features")}
+
+
+def check_rank(model, config: Mapping) -> None:
+    """Refuse a rank the targeted layers cannot use, naming the layer and its dimensions.
+
+    LoRA and DoRA: the update B A of a layer (in -> out) has rank at most min(in, out), so
+    r above that only adds parameters. VeRA: the frozen random bases A (r x largest in) and
+    B (largest out x r) are shared by every layer and sliced to its shape; a layer's update
+    diag(b) B diag(d) A is a weighted sum of r fixed rank-1 matrices of shape out x in, and
+    more than in x out of those are linearly dependent, so r above in x out adds trainable
+    entries of d that cannot change the update."""
+    method = config["method"]
+    if method == "full":
+        return
+    layers = targeted_layers(model, config)
+    if not layers:
+        return
+    rank = config["rank"]
+    if method in ("lora", "dora"):
+        name, (n_in, n_out) = min(layers.items(), key=lambda item: min(item[1]))
+        limit = min(n_in, n_out)
+        if rank > limit:
+            raise MethodError(
+                f"config key 'rank': {rank} is more than {method} can use on {type(model).__name__}: its layer "
+                f"{name} is {n_in} -> {n_out} (in_features -> out_features), and an update B A of that layer has "
+                f"rank at most min({n_in}, {n_out}) = {limit}; allowed: an integer from 1 to {limit} "
+                f"for target_modules {list(config['target_modules'])}")
+    elif method == "vera":
+        name, (n_in, n_out) = min(layers.items(), key=lambda item: item[1][0] * item[1][1])
+        limit = n_in * n_out
+        if rank > limit:
+            largest_in = max(n for n, _ in layers.values())
+            largest_out = max(n for _, n in layers.values())
+            raise MethodError(
+                f"config key 'rank': {rank} is more than vera can use on {type(model).__name__}: its shared "
+                f"random bases (A: r x {largest_in}, B: {largest_out} x r, sized for the largest targeted layer) "
+                f"are sliced to each layer, whose update is a weighted sum of r fixed rank-1 matrices of its shape; "
+                f"the smallest layer, {name}, is {n_in} -> {n_out}, so at most {n_in} x {n_out} = {limit} of them "
+                f"are independent; allowed: an integer from 1 to {limit} for target_modules "
+                f"{list(config['target_modules'])}")
+
+
+def check_method_fits(config: Mapping) -> None:
+    """check_rank against the base model's architecture built from its configuration alone
+    (no weights), so a bad rank or target_modules is refused before the model is loaded.
+    Skipped where the configuration cannot be read without loading (attach_method checks then)."""
+    if config["method"] == "full":
+        return
+    from .models import model_skeleton
+
+    skeleton = model_skeleton(config["base_model"])
+    if skeleton is not None:
+        check_rank(skeleton, config)
+
+
 def attach_method(model, config: Mapping):
     """Return the model to train: the base itself for `full`, else a PEFT model."""
     if config["method"] == "full":
@@ -42,13 +111,7 @@ def attach_method(model, config: Mapping):
         return model
     from peft import get_peft_model
 
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [m for m in config["target_modules"] if m not in names]
-    if missing:
-        raise MethodError(
-            f"config key 'target_modules': {missing} match no module of {type(model).__name__}; "
-            f"linear layers it has include: {', '.join(sorted(n for n in names if n.endswith('proj')))}"
-        )
+    check_rank(model, config)
     return get_peft_model(model, peft_config(config))
 
 

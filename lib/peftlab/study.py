@@ -35,6 +35,7 @@ from .config import (
     ConfigError,
     config_hash,
     params_dir,
+    read_yaml,
     repo_root,
     resolve_config,
     resolve_path,
@@ -103,7 +104,7 @@ def load_plan(name: str) -> Plan:
     """Validate a study file and expand it into train and evaluate jobs."""
     path = study_path(name)
     study = Path(path).stem
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path, what="study file")
     unknown = sorted(set(spec) - set(STUDY_KEYS))
     if unknown:
         raise ConfigError(f"study {study!r}: unknown key(s) {unknown}; allowed keys: {', '.join(STUDY_KEYS)}")
@@ -165,6 +166,23 @@ def load_plan(name: str) -> Plan:
     return plan
 
 
+def check_plan(plan: Plan) -> None:
+    """What validating each run's keys cannot see: every trained configuration fits its base model
+    (rank, target_modules), checked against the architecture built without weights."""
+    from .methods import check_method_fits
+
+    seen = set()
+    for job in plan.train.values():
+        cfg = job.config
+        key = (cfg["base_model"], cfg["method"], cfg["rank"], tuple(cfg["target_modules"]))
+        if key not in seen:
+            seen.add(key)
+            try:
+                check_method_fits(cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"study {plan.study!r} job {job.name}: {exc}") from None
+
+
 def job_params(plan: Plan, name: str, task: str | None = None) -> dict:
     """The flat parameters papermill passes to a notebook for one job."""
     if name not in plan.models:
@@ -194,11 +212,13 @@ def _snakemake_running_in(directory: Path) -> bool:
 
 
 def run_study(study: str, *, profile: str = "profiles/default", directory: str | None = None,
-              config: list[str] | None = None) -> int:
+              config: list[str] | None = None, snakemake_args: list[str] | None = None) -> int:
     """`snakemake --profile ... --config study=...`; a lock left by a killed run (no Snakemake
     alive in that directory) is cleared first, so a killed study simply starts again."""
     import subprocess
 
+    # The whole study is validated here, so a mistake is one message before Snakemake starts.
+    check_plan(load_plan(study))
     workdir = Path(directory).resolve() if directory else repo_root()
     snakemake = str(Path(sys.executable).parent / "snakemake")
     base = [snakemake, "-s", str(repo_root() / "workflow" / "Snakefile"), "--directory", str(workdir),
@@ -207,7 +227,8 @@ def run_study(study: str, *, profile: str = "profiles/default", directory: str |
     if locks.is_dir() and any(locks.iterdir()) and not _snakemake_running_in(workdir):
         print("clearing a stale Snakemake lock left by an interrupted run", file=sys.stderr)
         subprocess.run(base + ["--unlock", "--config", f"study={study}"], check=True, capture_output=True)
-    return subprocess.run(base + ["--config", f"study={study}", *(config or [])], cwd=workdir).returncode
+    return subprocess.run(base + [*(snakemake_args or []), "--config", f"study={study}", *(config or [])],
+                          cwd=workdir).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="more `key=value` Snakemake config entries (e.g. retry_failed=1)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run_study(args.study, profile=args.profile, directory=args.directory, config=args.extra_config)
+        try:
+            return run_study(args.study, profile=args.profile, directory=args.directory, config=args.extra_config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "params":
         yaml.safe_dump(job_params(load_plan(args.study), args.job, args.task), sys.stdout, sort_keys=False)
         return 0

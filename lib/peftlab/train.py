@@ -9,6 +9,7 @@ The run writes into `out_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ import torch
 from .config import TRAIN_IDENTITY_KEYS, ConfigError, config_hash, effective_alpha, effective_learning_rate
 from .data import load_rows
 from .memory import PhaseMemory
-from .methods import attach_method, merge_into_base, parameter_counts
+from .methods import attach_method, check_method_fits, merge_into_base, parameter_counts
 from .models import load_model
 from .results import failure, reusable_record, run_metadata, write_json
 from .tasks import train_example
@@ -131,6 +132,9 @@ def run_training(*, config: Mapping) -> dict:
     if existing is not None:
         print(f"{record_path} is finished (config {chash}); not redone (set force=true to redo)")
         return existing
+    # A rank or target_modules the model cannot hold is refused from its architecture alone,
+    # before anything loads (a configuration error, not a failed run: no record is written).
+    check_method_fits(config)
 
     started = time.perf_counter()
     phase, info, timings = "load", None, {}
@@ -232,6 +236,40 @@ def uses_bf16_autocast(config: Mapping, model) -> bool:
     return config["mixed_precision"] == "bf16" or model.dtype == torch.bfloat16
 
 
+def tracking_project(out_dir: Path) -> str:
+    """outputs/<study>/runs/<run> -> <study>; outputs/adhoc/<run> -> adhoc."""
+    return out_dir.parent.parent.name if out_dir.parent.name == "runs" else out_dir.parent.name
+
+
+def tracking_args(config: Mapping, out_dir: Path) -> dict:
+    """TRL/Transformers `report_to` arguments for the opt-in experiment tracker (`report_to` key).
+
+    tensorboard: event files in <out_dir>/tensorboard/ (`tensorboard --logdir outputs/<study>/runs`);
+    trackio: its local store, project = the study (or the folder holding out_dir), run = the run's
+    name (`trackio show --project <study>`). Tracking never changes what a run computes."""
+    if config.get("report_to", "none") == "none":
+        return {"report_to": "none"}
+    return {"report_to": [config["report_to"]], "run_name": out_dir.name, "project": tracking_project(out_dir)}
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(config: Mapping, out_dir: Path):
+    """Transformers' TensorBoard callback writes under the trainer's output_dir (.trainer/, removed
+    after the run) unless TENSORBOARD_LOGGING_DIR says where: the run's folder keeps the events."""
+    if config.get("report_to") != "tensorboard":
+        yield
+        return
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out_dir / "tensorboard")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
+
+
 def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -258,15 +296,16 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         logging_steps=1,
         logging_nan_inf_filter=False,  # the default hides a NaN loss behind the running mean
         save_strategy="no",
-        report_to="none",
+        **tracking_args(config, out_dir),
         seed=config["seed"],
         data_seed=config["seed"],
         bf16=bf16,
         use_cpu=model.device.type == "cpu",
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=_trainer_callbacks(config))
+    with _tensorboard_dir(config, out_dir):  # its callback reads the folder when the trainer is built
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                             processing_class=tokenizer, callbacks=_trainer_callbacks(config))
     with PhaseMemory(model.device) as memory:
         started = time.perf_counter()
         trainer.train()
