@@ -37,7 +37,7 @@ def test_an_eval_task_without_data_fails_before_the_model_loads(tmp_path, tiny_c
         raise AssertionError("the model was loaded before the data was checked")
 
     monkeypatch.setattr(evaluate, "load_model", no_model)
-    config = tiny_config(data_source=str(tmp_path / "mydata"), eval_tasks=["arc", "squad_v2"],
+    config = tiny_config(data_source=str(tmp_path / "mydata"), eval_tasks=["arc", "squad_v2"], n_eval=1,
                          out_dir=str(tmp_path / "out"))
     with pytest.raises(DataError, match="no folder 'squad_v2'"):
         run_evaluation(config=config)
