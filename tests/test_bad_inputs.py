@@ -14,12 +14,11 @@ import papermill as pm
 import pytest
 
 import peftlab.train as train_module
+from conftest import make_project_copy
 from peftlab.config import ConfigError, resolve_config
 from peftlab.data import DataError, load_rows
 from peftlab.methods import MethodError
 from peftlab.study import load_plan
-
-from conftest import make_project_copy
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PEFTLAB = str(Path(sys.executable).parent / "peftlab")
