@@ -21,8 +21,9 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
 def study_command(study: str, *extra: str, root: Path | None = None) -> list[str]:
-    """What `make study` runs: the study runner, in the project root given."""
-    return [sys.executable, "-m", "peftlab.study", "run", study, "--directory", str(root or repo_root()), *extra]
+    """What `make study` runs: `peftlab study`, in the project root given."""
+    return [str(Path(sys.executable).parent / "peftlab"), "study", study, "--directory", str(root or repo_root()),
+            *extra]
 
 
 def snakemake(study: str, *extra: str, root: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -127,13 +128,13 @@ def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
     root = make_project_copy(tmp_path, {"failing": (
         "trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\neval_tasks: [arc]\n"
         "overrides: {n_train: 4, batch_size: 4, max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
-        "method_overrides: {vera: {target_modules: [no_such_proj]}}\n")})
+        "method_overrides: {vera: {fault: oom@train:1}}\n")})
     result = snakemake("failing", root=root)
     assert result.returncode == 0, result.stderr[-3000:]
     out = root / "outputs" / "failing"
     failed = json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())
-    assert failed["status"] == "failed" and "no_such_proj" in failed["error"]["message"]
-    assert failed["error"]["phase"] == "prepare"
+    assert failed["status"] == "failed" and "out of memory at optimizer step 1" in failed["error"]["message"]
+    assert failed["error"]["phase"] == "train"
     downstream = json.loads((out / "runs" / "arc-vera-r4-s0" / "eval-arc.json").read_text())
     assert downstream["status"] == "failed" and "training run arc-vera-r4-s0 failed" in downstream["error"]["message"]
     assert json.loads((out / "runs" / "arc-lora-r4-s0" / "eval-arc.json").read_text())["status"] == "ok"
