@@ -14,7 +14,9 @@ Conventions
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -362,8 +364,202 @@ def aggregate_seeds(df: pd.DataFrame, group_cols: Sequence[str], value_cols: Seq
     return result.reset_index()
 
 
+
+
+# --------------------------------------------------------------------------------------
+# Comparisons the report decides on: cluster bootstrap, counts, Holm, power
+# --------------------------------------------------------------------------------------
+
+_NORMAL = NormalDist()
+POWER = 0.80  # the power at which a tie's minimal detectable difference is stated
+
+
+def z_value(level: float) -> float:
+    """Two-sided critical value: ``z_value(0.95)`` = 1.96."""
+    return _NORMAL.inv_cdf(1.0 - (1.0 - level) / 2.0)
+
+
+def cluster_weights(n_clusters: int, n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` rows of multinomial cluster counts: row r says how often each cluster was
+    drawn in replicate r (a draw of ``n_clusters`` clusters with replacement)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot).astype(float)
+
+
+def _cluster_sums(values: np.ndarray, cluster_index: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Sum of per-item rows within each cluster: (n_items, k) -> (n_clusters, k)."""
+    out = np.zeros((n_clusters, values.shape[1]))
+    np.add.at(out, cluster_index, values)
+    return out
+
+
+def macro_f1_from_counts(counts: np.ndarray, n_classes: int, *, fixed_classes: bool) -> np.ndarray:
+    """Macro-F1 from (..., n_classes, n_classes + 1) confusion counts (last column: unparsed).
+
+    ``fixed_classes``: the reference scoring's rule: only pairs whose prediction is a class
+    count, and the mean is over all ``n_classes``. Otherwise (corrected) an unparsed reply is
+    a miss of its gold class, and the mean is over the classes that occur in the gold labels
+    or the predictions.
+    """
+    cm = counts[..., :n_classes]
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    predicted = cm.sum(axis=-2)
+    gold = cm.sum(axis=-1) if fixed_classes else counts.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prec = np.where(predicted > 0, tp / predicted, 0.0)
+        rec = np.where(gold > 0, tp / gold, 0.0)
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
+    if fixed_classes:
+        return f1.mean(axis=-1)
+    present = (gold > 0) | (predicted > 0)
+    n_present = present.sum(axis=-1)
+    return np.where(n_present > 0, (f1 * present).sum(axis=-1) / np.maximum(n_present, 1), np.nan)
+
+
+def _confusion_rows(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per item a one-hot row over (gold, prediction) pairs; prediction -1 = unparsed (last
+    column); an item whose gold is not a class (-1) contributes nothing."""
+    gold, pred = codes[:, 0], codes[:, 1]
+    width = n_classes + 1
+    rows = np.zeros((len(codes), n_classes * width))
+    ok = gold >= 0
+    col = gold * width + np.where(pred >= 0, pred, n_classes)
+    rows[np.flatnonzero(ok), col[ok]] = 1.0
+    return rows
+
+
+def cluster_bootstrap_diff(
+    runs_a: Sequence[np.ndarray],
+    runs_b: Sequence[np.ndarray],
+    clusters: Sequence[Any],
+    *,
+    statistic: str = "mean",
+    n_classes: int = 4,
+    fixed_classes: bool = False,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Difference of a statistic between two configurations over shared items, with its
+    cluster-bootstrap standard error.
+
+    ``runs_a`` / ``runs_b``: one array per run (seed) of a configuration, every array over
+    the same items in the same order: per-item values for ``statistic="mean"``, or (gold,
+    prediction) class codes of shape (n_items, 2) for ``"macro_f1"`` (prediction -1 =
+    unparsed). A configuration's statistic is the mean over its runs. Each replicate draws
+    clusters (``clusters[i]`` names item i's) with replacement and keeps every item and every
+    run of a drawn cluster, so seeds of one item and items of one context move together and
+    a configuration with one run (an untuned base) is counted once.
+
+    Returns ``{"estimate", "se", "a", "b", "n", "n_clusters"}`` (``a``, ``b``: each side's
+    statistic on these items).
+    """
+    labels = pd.factorize(pd.Series(list(clusters), dtype=object))[0]
+    n_items = len(labels)
+    n_clusters = int(labels.max()) + 1 if n_items else 0
+    if n_items == 0:
+        raise ValueError("cluster_bootstrap_diff: no shared items")
+
+    def reduce(runs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for run in runs:
+            run = np.asarray(run)
+            if len(run) != n_items:
+                raise ValueError(f"cluster_bootstrap_diff: a run has {len(run)} items, the clusters {n_items}")
+            if statistic == "mean":
+                out.append(_cluster_sums(np.column_stack([run.astype(float), np.ones(n_items)]), labels,
+                                         n_clusters))
+            elif statistic == "macro_f1":
+                out.append(_cluster_sums(_confusion_rows(run.astype(int), n_classes), labels, n_clusters))
+            else:
+                raise ValueError(f"statistic must be 'mean' or 'macro_f1', got {statistic!r}")
+        return out
+
+    def value(sums: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+        per_run = []
+        for s in sums:
+            totals = weights @ s
+            if statistic == "mean":
+                per_run.append(totals[..., 0] / totals[..., 1])
+            else:
+                shaped = totals.reshape(*totals.shape[:-1], n_classes, n_classes + 1)
+                per_run.append(macro_f1_from_counts(shaped, n_classes, fixed_classes=fixed_classes))
+        return np.mean(per_run, axis=0)
+
+    sums_a, sums_b = reduce(runs_a), reduce(runs_b)
+    ones = np.ones(n_clusters)
+    va, vb = float(value(sums_a, ones)), float(value(sums_b, ones))
+    out = {"estimate": va - vb, "se": float("nan"), "a": va, "b": vb, "n": n_items, "n_clusters": n_clusters}
+    if n_clusters < 2:
+        return out
+    weights = cluster_weights(n_clusters, n_boot, seed)
+    reps = value(sums_a, weights) - value(sums_b, weights)
+    reps = reps[np.isfinite(reps)]
+    out["se"] = float(np.std(reps, ddof=1)) if reps.size > 1 else float("nan")
+    return out
+
+
+def proportion_diff(correct_a: int, n_a: int, correct_b: int, n_b: int) -> dict[str, float]:
+    """Difference of two proportions from counts alone (no per-item outcomes), with the
+    Agresti-Caffo standard error (one success and one failure added to each side).
+
+    Unpaired: where both proportions come from the same items the true standard error is
+    smaller, so the interval built from it is conservative. ``center`` is the adjusted
+    difference the interval is built around.
+    """
+    if min(n_a, n_b) <= 0:
+        raise ValueError("proportion_diff: both sides need at least one item")
+    pa, pb = (correct_a + 1) / (n_a + 2), (correct_b + 1) / (n_b + 2)
+    se = math.sqrt(pa * (1 - pa) / (n_a + 2) + pb * (1 - pb) / (n_b + 2))
+    return {"estimate": correct_a / n_a - correct_b / n_b, "center": pa - pb, "se": se,
+            "n": int(min(n_a, n_b)), "n_clusters": int(min(n_a, n_b))}
+
+
+def normal_test(center: float, se: float) -> float:
+    """Two-sided p-value of ``center / se`` against zero (1 when both are zero)."""
+    if math.isnan(center) or math.isnan(se):
+        return float("nan")
+    if se == 0:
+        return 1.0 if center == 0 else 0.0
+    return 2.0 * _NORMAL.cdf(-abs(center) / se)
+
+
+def holm(pvalues: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down adjustment within one family.
+
+    Returns (adjusted p-values, the level each comparison is tested at: alpha/(m - k) for
+    the k-th smallest p, k from 0, as a divisor ``m - k``). NaN p-values (no test) are left
+    out of the family and stay NaN.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    divisors = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    order = tested[np.argsort(p[tested], kind="stable")]
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        adjusted[i] = running
+        divisors[i] = m - k
+    return adjusted, divisors
+
+
+def min_detectable(se: float, *, alpha: float = 0.05, power: float = POWER) -> float:
+    """Smallest true difference detected with ``power`` by a two-sided test at ``alpha``."""
+    if se is None or math.isnan(se):
+        return float("nan")
+    return (z_value(1 - alpha) + _NORMAL.inv_cdf(power)) * se
+
+
 __all__ = [
     "aggregate_seeds",
+    "cluster_bootstrap_diff",
+    "holm",
+    "macro_f1_from_counts",
+    "min_detectable",
+    "normal_test",
+    "proportion_diff",
+    "z_value",
     "bootstrap_ci",
     "paired_bootstrap_diff",
     "paired_bootstrap_metric",
