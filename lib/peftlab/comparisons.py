@@ -441,5 +441,10 @@ def memory_equal(a: float, b: float) -> bool | None:
     return abs(a - b) <= MEMORY_TOLERANCE * max(abs(a), abs(b))
 
 
-__all__ = ["ALPHA", "Analysis", "COMPARISON_COLUMNS", "EFFICACY_MEASURES", "MEASURES", "MIN_N", "Measure",
+__all__ = ["ALPHA", "Analysis", "COMPARISON_COLUMNS", "configurations", "EFFICACY_MEASURES", "MEASURES", "MIN_N", "Measure",
            "item_values", "latency_slope", "memory_equal"]
+
+
+def configurations(*, records: StudyRecords) -> pd.DataFrame:
+    """One row per (configuration, task), seeds averaged, with its efficacy measure as ``score``."""
+    return Analysis(records, n_boot=1).cfg

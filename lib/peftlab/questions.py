@@ -90,12 +90,21 @@ def _num(value: float, digits: int) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
+def amount(value: float, metric: str | None, *, signed: bool = False) -> str:
+    """A difference in its measure's unit: '+12.4 points' (percentages), '0.031 s', '0.052'."""
+    measure = MEASURES.get(metric) if metric else None
+    digits = measure.digits if measure else 3
+    unit = "" if not measure or not measure.unit else (" points" if measure.unit == "%" else f" {measure.unit}")
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:{'+' if signed else ''}.{digits}f}{unit}"
+
+
 def describe(c: pd.Series | dict) -> str:
     """A comparison for reading: 'a vs b on Task: diff unit [low, high], n = N (verdict)'."""
     measure = MEASURES.get(c["metric"]) if c.get("metric") else None
     digits = measure.digits if measure else 3
-    unit = f" {measure.unit}" if measure and measure.unit and measure.unit != "%" else (
-        " points" if measure and measure.unit == "%" else "")
+    unit = "" if not measure or not measure.unit else (" points" if measure.unit == "%" else f" {measure.unit}")
     head = f"{c['a']} vs {c['b']} on {_task(c['task'])}"
     if c["verdict"] == "insufficient data":
         point = f"{c['diff']:+.{digits}f}{unit}, " if pd.notna(c["diff"]) else ""
@@ -103,7 +112,7 @@ def describe(c: pd.Series | dict) -> str:
     text = (f"{head}: {c['diff']:+.{digits}f}{unit} [{_num(c['ci_low'], digits)}, {_num(c['ci_high'], digits)}], "
             f"n = {int(c['n'])}")
     if c["verdict"] == "tie":
-        text += f", tie (no difference larger than {c['mde']:.{digits}f}{unit} detectable)"
+        text += f", tie: no difference larger than {c['mde']:.{digits}f}{unit} (80 % power)"
         if c.get("note") and "timing noise" in str(c["note"]):
             text += f"; {c['note']}"
     return text
@@ -318,10 +327,9 @@ def _q3(an: Analysis) -> dict:
     else:
         tested = adjusted[adjusted["verdict"] != "insufficient data"]
         widest = tested.groupby("metric")["mde"].max() if len(tested) else pd.Series(dtype=float)
-        bounds = ", ".join(f"{MEASURES[m].label} by more than {v:.{MEASURES[m].digits}f} {MEASURES[m].unit}"
-                           for m, v in widest.items())
+        bounds = ", ".join(f"{MEASURES[m].label} above {amount(v, m)}" for m, v in widest.items())
         head = ("Not materially: no rank change is decisive in efficacy or latency"
-                + (f" (the data rule out changes of {bounds})" if bounds else ""))
+                + (f" (changes of {bounds} would have been detected with 80 % power)" if bounds else ""))
     if len(mem_changes):
         head += "; memory changes beyond 5 %: " + ", ".join(f"{r.measure} {r.lower} → {r.higher} ({r.low_gb:.3g} → "
                                                              f"{r.high_gb:.3g} GB)" for r in mem_changes.itertuples())
