@@ -106,10 +106,25 @@ def test_extract_boxed(text, corrected, reference):
         ("\\text{C}", "C"),
         ("3", "C"),
         ("(1)", "A"),
+        ("E", "E"),
+        ("(E)", "E"),
+        ("5", "E"),
+        ("C (the sun)", "C"),
+        ("C (the sun).", "C"),
+        ("D. Both (A) and (B)", "D"),
+        ("B) because plants need light", "B"),
+        ("C) and a plant needs water", "C"),
         ("A or B", None),
         ("(A) or (B)", None),
+        ("A and B", None),
+        ("A/B", None),
         ("A, B", None),
-        ("E", None),
+        ("A) or B)", None),
+        ("(A), (B)", None),
+        ("C (D)", None),
+        ("A plant (a producer)", None),
+        ("F", None),
+        ("6", None),
         ("photosynthesis", None),
         ("", None),
     ],
@@ -144,8 +159,53 @@ def test_arc_numeric_gold_labels():
 
 
 def test_arc_invalid_gold():
-    with pytest.raises(ValueError, match="'E'"):
-        score_items("arc", ["\\boxed{A}"], ["E"])
+    with pytest.raises(ValueError, match="'F'.*A-E or 1-5"):
+        score_items("arc", ["\\boxed{A}"], ["F"])
+
+
+def test_arc_fifth_option_gold_and_reply():
+    replies = ["\\boxed{E}", "\\boxed{5}", "\\boxed{A}", "\\boxed{E}", "no box"]
+    golds = ["E", "5", "E", "B", "A"]
+    items = scored("arc", replies, golds)
+    assert list(items["gold_letter"]) == ["E", "E", "E", "B", "A"]
+    assert list(items["parsed"]) == ["E", "E", "A", "E", ""]
+    assert list(items["score"]) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    # reference: gold E/5 become None; an E reply is no option -> nothing correct
+    assert list(items["ref_score"]) == [0.0] * 5
+    s = summarize("arc", items)
+    # E: tp=2 fp=1 (B->E) fn=1 (E->A) -> p=r=2/3, f1 2/3; A: tp=0 -> 0; B: fn=1 -> 0; C, D 0
+    # -> classes A-D plus E: (2/3) / 5
+    assert s["corrected"]["macro_f1"] == approx(2 / 15)
+    assert s["corrected"]["accuracy"] == 0.4
+
+
+def test_arc_predicted_e_without_gold_support_is_a_fifth_class():
+    items = scored("arc", ["\\boxed{A}", "\\boxed{E}"], ["A", "B"])
+    # A f1 1; B fn=1 -> 0; C, D 0; E predicted, no gold -> 0 -> 1/5
+    assert summarize("arc", items)["corrected"]["macro_f1"] == approx(1 / 5)
+
+
+@pytest.mark.parametrize(
+    ("golds", "preds"),
+    [
+        (["A", "A", "B", "B"], ["A", None, "B", "A"]),
+        (["B", "B", "C"], ["B", "B", "C"]),
+        (["A", "B", "C", "D", "D"], ["D", "B", None, "D", "C"]),
+    ],
+)
+def test_arc_macro_f1_over_a_to_d_is_the_4_class_value(golds, preds):
+    """Without E the classes are A-D: the same value as the fixed 4x5 confusion matrix."""
+    cols = {c: i for i, c in enumerate("ABCD")}
+    cm = [[0] * 5 for _ in range(4)]
+    for g, p in zip(golds, preds):
+        cm[cols[g]][cols[p] if p is not None else 4] += 1
+    f1s = []
+    for i in range(4):
+        tp, fp, fn = cm[i][i], sum(cm[r][i] for r in range(4)) - cm[i][i], sum(cm[i]) - cm[i][i]
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    assert scoring._corrected_macro_f1(golds, preds) == approx(sum(f1s) / 4)
 
 
 def test_arc_unparsed_counts_in_corrected_macro_f1_but_is_dropped_by_reference():
@@ -245,6 +305,8 @@ def test_openmath_mean_vs_median_with_outlier():
         "accuracy": 0.25,
         "mean_abs_diff": 334.0,
         "median_abs_diff": 2.0,
+        "math_verify_accuracy": 0.25,
+        "math_verify_agreement": 1.0,
         "parse_rate": 0.75,
         "n": 4,
     }
@@ -264,6 +326,8 @@ def test_openmath_reference_avg_excludes_unparsed():
         "accuracy": 0.0,
         "mean_abs_diff": 1.25,
         "median_abs_diff": 1.25,
+        "math_verify_accuracy": 0.0,
+        "math_verify_agreement": 1.0,
         "parse_rate": 0.5,
         "n": 4,
     }
@@ -401,7 +465,7 @@ def test_summarize_after_parquet_round_trip_with_text_golds(tmp_path):
     ("task", "golds", "extra"),
     [
         ("arc", ["A", "B"], ["gold_letter"]),
-        ("openmath", [1.0, 2.0], ["abs_diff"]),
+        ("openmath", [1.0, 2.0], ["abs_diff", "math_verify_ok"]),
         ("squad_v2", [["x"], []], ["em", "has_answer"]),
     ],
 )
