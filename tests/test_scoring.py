@@ -271,6 +271,66 @@ def test_openmath_parse(content, value):
     assert parsed == (approx(value) if value is not None else None)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "1.5 million",
+        "3 x 4",
+        "3 \\times 4",
+        "3 \\cdot 4",
+        "2 pi",
+        "2\\pi",
+        "2 π",
+        "2π",
+        "5!",
+        "12 feet 6 inches",
+        "3 thousand",
+        "2 dozen",
+        "2 dozen eggs",
+        "3 hundred apples",
+        "10^3",
+        "10**3",
+        "2 e",
+        "3x",
+        "4 + 1",
+        "4 - 1",
+        "4 * 2",
+        "4 × 2",
+        "8 apples / 2",
+        "5 = x",
+        "5 apples + 3 pears",
+        "2 and a half",
+        "5 or six",
+        "5 cm^2",
+    ],
+)
+def test_openmath_number_words_and_operators_after_the_number_are_unparsed(content):
+    assert parse_number(content) is None
+    assert parse_reply("openmath", f"\\boxed{{{content}}}") == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("content", "value"),
+    [
+        ("45 granola bars", 45.0),
+        ("$1,234", 1234.0),
+        ("\\frac{3}{4}", 0.75),
+        ("50\\%", 50.0),
+        ("x = 5", 5.0),
+        ("1.5 \\times 10^{3}", 1500.0),
+        ("5.", 5.0),
+        ("7 cm", 7.0),
+        ("\\text{5 apples}", 5.0),
+        ("12 meters per second", 12.0),
+        ("3 five-year-olds", 3.0),
+        ("20 dollars.", 20.0),
+        ("60 miles, roughly", 60.0),
+    ],
+)
+def test_openmath_units_and_words_after_the_number_still_parse(content, value):
+    assert parse_number(content) == approx(value)
+
+
 def test_openmath_no_box_is_unparsed():
     assert parse_reply("openmath", "The answer is 42") == (None, False)
 
