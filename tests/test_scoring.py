@@ -401,6 +401,55 @@ def test_openmath_nothing_parsed():
     assert s["headline"]["value"] is None
 
 
+@pytest.mark.parametrize(
+    ("answer", "gold"),
+    [
+        ("\\frac{1}{2}", 0.5),
+        ("0.5", "\\frac{1}{2}"),
+        ("2^{10}", 1024.0),
+        ("1,024", 1024),
+        ("\\$1,234", "1234"),
+        ("The answer is \\boxed{\\dfrac{3}{4}}.", "0.75"),
+    ],
+)
+def test_math_equivalent(answer, gold):
+    assert scoring.math_equivalent(answer, gold)
+
+
+@pytest.mark.parametrize(("answer", "gold"), [("3", 4.0), ("\\frac{1}{3}", 0.5), ("", 1.0), ("\\boxed{}", 1.0)])
+def test_math_not_equivalent(answer, gold):
+    assert not scoring.math_equivalent(answer, gold)
+
+
+def test_math_equivalent_in_a_thread_and_on_errors(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(scoring.math_equivalent, "\\boxed{2^{10}}", 1024).result() is True
+
+    def boom(*args, **kwargs):
+        raise TimeoutError("too slow")
+
+    monkeypatch.setattr(scoring, "_math_verify_parse", boom)
+    assert scoring.math_equivalent("\\boxed{1}", 1) is False
+
+
+def test_openmath_math_verify_column_and_summary():
+    replies = ["\\boxed{\\frac{1}{2}}", "\\boxed{2^{10}}", "\\boxed{1,024}", "\\boxed{7}", "1024", "\\boxed{3}"]
+    golds = [0.5, 1024.0, 1024.0, 8.0, 1024.0, 3.0]
+    items = scored("openmath", replies, golds)
+    assert items["math_verify_ok"].dtype == bool
+    # an unboxed reply is False even when its text is the gold
+    assert list(items["math_verify_ok"]) == [True, True, True, False, False, True]
+    assert list(items["score"]) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # 2^{10} does not parse as a number
+    assert scoring.openmath_math_verify(items).tolist() == items["math_verify_ok"].tolist()
+    c = summarize("openmath", items)["corrected"]
+    assert c["math_verify_accuracy"] == approx(4 / 6)
+    assert c["math_verify_agreement"] == approx(5 / 6)  # all but 2^{10}
+    # items written before the column existed: summarize computes it from reply and gold
+    assert summarize("openmath", items.drop(columns="math_verify_ok"))["corrected"] == c
+
+
 # --- SQuAD v2 -------------------------------------------------------------------------
 
 
@@ -449,6 +498,61 @@ def test_squad_unanswerable_items():
     assert not items["has_answer"].any() and items["parsed_ok"].all()
     # reference: "unanswerable" is not mapped to "" for F1 ("n/a" normalises to "na", not "n a")
     assert list(items["ref_score"]) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The answer is not in the passage.",
+        "The passage does not contain the answer",
+        "The passage doesn't say.",
+        "Not mentioned in the passage.",
+        "This information is not provided in the text.",
+        "There is no answer",
+        "unanswerable.",
+        "Cannot be determined from the passage",
+        "It is impossible to tell from the context.",
+        "No answer is provided in the text",
+        "No information given",
+        "None",
+        "\\text{unknown}",
+    ],
+)
+def test_squad_abstentions_are_no_answer(text):
+    assert scoring.is_no_answer(text)
+    assert parse_reply("squad_v2", f"\\boxed{{{text}}}") == ("", True)
+    items = scored("squad_v2", [f"\\boxed{{{text}}}"], [[]])
+    assert (items.loc[0, "em"], items.loc[0, "score"]) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not guilty",
+        "None of the above",
+        "no taxation without representation",
+        "Unknown Soldier",
+        "the text of the treaty",
+        "Northern Ireland",
+        "not in use",
+        "No",
+    ],
+)
+def test_squad_ordinary_spans_are_answers(text):
+    assert not scoring.is_no_answer(text)
+    assert parse_reply("squad_v2", f"\\boxed{{{text}}}") == (text, True)
+    items = scored("squad_v2", [f"\\boxed{{{text}}}"], [[text]])
+    assert (items.loc[0, "em"], items.loc[0, "score"]) == (1.0, 1.0)
+
+
+def test_squad_none_matches_a_gold_none_and_abstains_on_an_unanswerable_item():
+    items = scored("squad_v2", ["\\boxed{None}", "\\boxed{None}", "\\boxed{None}"], [["None"], [], ["1990"]])
+    assert list(items["parsed"]) == ["", "", ""]
+    # has-answer gold "None": the literal text matches; unanswerable: a correct abstention; else wrong
+    assert list(items["em"]) == [1.0, 1.0, 0.0]
+    assert list(items["score"]) == [1.0, 1.0, 0.0]
+    items = scored("squad_v2", ["\\boxed{Not mentioned}"], [["not mentioned", "never"]])
+    assert items.loc[0, "em"] == 1.0
 
 
 def test_squad_reply_without_box():

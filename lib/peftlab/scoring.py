@@ -686,7 +686,7 @@ def is_no_answer(text: str) -> bool:
     answer ("The passage does not contain the answer", "Cannot be determined from the
     passage"); an ordinary span such as ``not guilty`` or ``None of the above`` is not.
     """
-    norm = normalize_answer(text)
+    norm = normalize_answer(_unwrap_text(text))
     return norm in _NO_ANSWER_NORMALIZED or any(p.search(norm) for p in _NO_ANSWER_PATTERNS)
 
 
