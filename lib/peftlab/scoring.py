@@ -7,8 +7,12 @@ is scored twice:
     Official metric definitions; no item is ever dropped. The boxed answer is the *last*
     ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces, so ``\\boxed{\\frac{1}{2}}``
     yields ``\\frac{1}{2}``. A reply is ``parsed_ok`` when a boxed answer was found *and* it
-    parses for the task. All corrected summary numbers are fractions in 0..1 (OpenMath
-    absolute differences are raw).
+    parses for the task. ARC has up to five options (A-E, 1-5); an OpenMath answer is a number
+    optionally followed by unit words (``1.5 million``, ``2\\pi``, ``5!`` are unparsed), and
+    math-verify's equivalence judgement is reported beside the exact match
+    (``math_verify_ok``); a SQuAD v2 abstention sentence ("The passage does not contain the
+    answer") is read as no answer. All corrected summary numbers are fractions in 0..1
+    (OpenMath absolute differences are raw).
 
 ``reference``
     Reproduces the reference study's scoring code exactly, defects included, so that its
@@ -34,8 +38,9 @@ Defects of the reference protocol, kept on purpose:
   correct abstention in ``NoAns_Accuracy``.
 
 Public API: ``extract_boxed``, ``reference_extract_boxed``, ``parse_reply``, ``score_items``,
-``summarize``, ``reference_metrics``. Gold formats: ARC a label ``"A"``..``"D"`` or
-``"1"``..``"4"``; OpenMath a number or a string such as ``"\\frac{3}{4}"``; SQuAD v2 a list
+``summarize``, ``reference_metrics``, ``math_equivalent``, ``openmath_math_verify``,
+``is_no_answer``. Gold formats: ARC a label ``"A"``..``"E"`` or ``"1"``..``"5"`` (the
+reference protocol knows A-D only); OpenMath a number or a string such as ``"\\frac{3}{4}"``; SQuAD v2 a list
 of answer strings (empty list = unanswerable).
 """
 
@@ -481,9 +486,12 @@ def parse_number(text: str) -> float | None:
     ``\\frac{a}{b}``/``\\dfrac``/``\\tfrac``/``a/b``, signs, decimals, scientific notation
     (``1.5e3``, ``1.5 \\times 10^{3}``), ``%``/``\\%`` (dropped: ``50\\%`` -> 50), degrees,
     ``\\text{...}`` wrappers, a leading ``x =`` and trailing units or words (``45 granola
-    bars`` -> 45). The number must come first; what follows it may only be words, so
-    ``2\\pi``, ``\\sqrt{2}``, ``2^{10}``, ``1, 2``, ``5 or 6`` and mixed numbers such as
-    ``2\\frac{1}{2}`` are unparsed. Non-finite values and division by zero give None.
+    bars`` -> 45, ``5.`` -> 5). The number must come first; what follows it may only be
+    words, with no digit and no operator (``! ^ * × + - / =``), and the first word must not
+    change the value (a multiplier, number word or constant: ``1.5 million``, ``2 dozen``,
+    ``2 pi``, ``3 x 4``). So ``2\\pi``, ``5!``, ``\\sqrt{2}``, ``2^{10}``, ``4 + 1``, ``1, 2``,
+    ``5 or 6``, ``12 feet 6 inches`` and mixed numbers such as ``2\\frac{1}{2}`` are
+    unparsed. Non-finite values and division by zero give None.
     """
     s = _unwrap_text(str(text)).replace("\u2212", "-")
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
@@ -726,10 +734,10 @@ def _squad_prediction(reply: str) -> tuple[str, bool]:
 def parse_reply(task: str, reply: str) -> tuple[object, bool]:
     """The corrected protocol's reading of one reply: ``(value, parsed_ok)``.
 
-    ``arc``: a letter A-D or None. ``openmath``: a float or None. ``squad_v2``: the
+    ``arc``: a letter A-E or None. ``openmath``: a float or None. ``squad_v2``: the
     prediction string used for scoring (``""`` = no answer), even when ``parsed_ok`` is
-    False; it is the boxed content, or the whole reply (stripped) when there is no box, and a
-    no-answer phrase (``NO_ANSWER_PHRASES``) becomes ``""``. ``parsed_ok`` is True when a box
+    False; it is the boxed content, or the whole reply (stripped) when there is no box, and an
+    abstention (``is_no_answer``) becomes ``""``. ``parsed_ok`` is True when a box
     was found and its content parsed for the task (for SQuAD: when a box was found).
     """
     _check_task(task)
@@ -747,8 +755,11 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
     """Per-item scores under both protocols, one row per item in input order.
 
     Columns: ``parsed`` (the parsed value as text, ``""`` when unparsed),
-    ``parsed_ok``, ``score`` (corrected, 0..1), then per task ``gold_letter`` (arc),
-    ``abs_diff`` (openmath; NaN when unparsed), ``em`` and ``has_answer`` (squad_v2), and
+    ``parsed_ok``, ``score`` (corrected, 0..1), then per task ``gold_letter`` (arc, A-E),
+    ``abs_diff`` (openmath; NaN when unparsed) and ``math_verify_ok`` (openmath: the last box
+    is equivalent to the gold for ``math_equivalent``; False without a box), ``em`` and
+    ``has_answer`` (squad_v2; EM and F1 are the better of the abstention reading and the
+    literal text, so ``\\boxed{None}`` matches a gold "None"), and
     the reference protocol's ``ref_parsed`` (its parsed text, ``""`` for none) and
     ``ref_score`` (arc/openmath: 1.0/0.0 correct; squad_v2: F1 in 0..1 against the first
     gold answer).
@@ -862,12 +873,16 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
     with ``reference_metrics``. Other columns are ignored.
 
     ``corrected`` (fractions 0..1; a mean over no item is None):
-    * ``arc``: ``accuracy``, ``macro_f1`` (over A-D; an unparsed reply is a false negative
-      of its gold class and a prediction of no class; per-class precision/recall/F1 are 0
-      when their denominator is 0), ``parse_rate``, ``n``;
+    * ``arc``: ``accuracy``, ``macro_f1`` (over A-D, plus E when E occurs in gold or
+      predictions; an unparsed reply is a false negative of its gold class and a prediction
+      of no class; per-class precision/recall/F1 are 0 when their denominator is 0),
+      ``parse_rate``, ``n``;
     * ``openmath``: ``accuracy`` (unparsed = wrong, over all n), ``mean_abs_diff`` (the
       reference study's metric, recomputed with the corrected parser, over parsed replies),
-      ``median_abs_diff`` (over parsed replies), ``parse_rate``, ``n``;
+      ``median_abs_diff`` (over parsed replies), ``math_verify_accuracy`` (share of
+      ``math_verify_ok`` over all n; computed from ``reply``/``gold`` when the column is
+      missing), ``math_verify_agreement`` (share of items where ``math_verify_ok`` equals
+      ``score == 1``), ``parse_rate``, ``n``;
     * ``squad_v2``: ``em``, ``f1``, ``has_ans_em``, ``has_ans_f1``, ``no_ans_em`` (= no-answer
       accuracy), ``n_has_ans``, ``n_no_ans``, ``parse_rate``, ``n``.
 
