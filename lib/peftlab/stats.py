@@ -398,8 +398,8 @@ def macro_f1_from_counts(counts: np.ndarray, n_classes: int, *, fixed_classes: b
 
     ``fixed_classes``: the reference scoring's rule: only pairs whose prediction is a class
     count, and the mean is over all ``n_classes``. Otherwise (corrected) an unparsed reply is
-    a miss of its gold class, and the mean is over the classes that occur in the gold labels
-    or the predictions.
+    a miss of its gold class, and the mean is over A-D and any further class that occurs in the
+    gold labels or the predictions (as ``scoring.summarize``).
     """
     cm = counts[..., :n_classes]
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
@@ -411,9 +411,9 @@ def macro_f1_from_counts(counts: np.ndarray, n_classes: int, *, fixed_classes: b
         f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
     if fixed_classes:
         return f1.mean(axis=-1)
-    present = (gold > 0) | (predicted > 0)
-    n_present = present.sum(axis=-1)
-    return np.where(n_present > 0, (f1 * present).sum(axis=-1) / np.maximum(n_present, 1), np.nan)
+    # A-D always (the four options every question has), a fifth class when it occurs
+    present = (gold > 0) | (predicted > 0) | (np.arange(n_classes) < 4)
+    return (f1 * present).sum(axis=-1) / present.sum(axis=-1)
 
 
 def _confusion_rows(codes: np.ndarray, n_classes: int) -> np.ndarray:
