@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from handmade import CPU_EVAL, N, mask, write_model
 
+from handmade import CPU_EVAL, N, mask, write_model
 from peftlab.analysis import Analysis, answer_questions, load_study, table1, write_questions
 from peftlab.questions import STATUSES
 from peftlab.stats import cluster_bootstrap_diff
