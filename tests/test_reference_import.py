@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -269,3 +270,21 @@ def test_table1_best_and_html(table):
     assert page.count('class="block"') == 3 and "Trained on SQuAD v2" in page
     assert "<b>16,540.00</b>" in page and "<b>1.428</b>" in page and "<b>0.7986</b>" in page
     assert "Train Res." in page and "<script" not in page
+
+
+def test_every_cited_docs_page_exists():
+    """The protocols are documented in the repository: every `docs/....md` that the code or
+    the parameters cite resolves, and no citation points outside the repository."""
+    root = resolve_path(".")
+    cited: dict[str, list[str]] = {}
+    for folder in ("lib", "params"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix not in (".py", ".yaml", ".yml") or not path.is_file():
+                continue
+            text = path.read_text(encoding="utf-8")
+            assert "STUDY.md" not in text, f"{path.relative_to(root)} cites STUDY.md, which is not in the repository"
+            for match in re.findall(r"docs/[\w./-]+?\.md", text):
+                cited.setdefault(match, []).append(str(path.relative_to(root)))
+    assert "docs/protocols.md" in cited
+    missing = {page: files for page, files in cited.items() if not (root / page).is_file()}
+    assert not missing, f"cited docs pages that do not exist: {missing}"
