@@ -98,12 +98,19 @@ def _base_model(key: str, value: Any) -> Any:
     _text(key, value)
     if value in ("tiny", "embedded"):
         return value
+    if value.startswith("random:"):
+        from .models import architectures
+
+        if value.removeprefix("random:") not in architectures():
+            _fail(key, value, "random:<architecture> with a shipped architecture: "
+                  + ", ".join(f"random:{name}" for name in architectures()))
+        return value
     path = Path(value).expanduser()
     looks_like_path = value.startswith((".", "/", "~")) or value.count("/") > 1
     if looks_like_path and not path.is_dir():
-        _fail(key, value, "tiny, embedded, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+        _fail(key, value, "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
     if not looks_like_path and not HUB_ID.match(value):
-        _fail(key, value, "tiny, embedded, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+        _fail(key, value, "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
     return value
 
 
