@@ -162,7 +162,11 @@ def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_
     cache shrink instead, so every step computes only sequences still being written; the
     prompts are read one by one (`_prefill`), so no pad token goes through the model either.
     The tokens are those of `generate(do_sample=False)`: the same argmax over the same
-    logits, with positions counted from each sequence's first real token as `generate()` does."""
+    logits, with positions counted from each sequence's first real token as `generate()` does.
+
+    `growing_cache` keeps the batch cache in buffers that grow by doubling, written in place
+    (`_growing_layer_class`); False uses Transformers' `DynamicCache`, which copies the whole
+    cache at every step. Same tokens either way."""
     keyword = _cache_keyword(model)
     room = input_ids.shape[1] + max_new_tokens if growing_cache else None
     cache, logits = _prefill(model, input_ids, attention_mask, keyword, room)
