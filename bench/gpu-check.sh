@@ -10,8 +10,8 @@
 #   3. the smoke study (every code path of the study on the tiny model) through the workflow,
 #      `python -m peftlab.study run smoke --profile profiles/default`, in a fresh project folder
 #      so that no earlier (CPU) record is reused           -> OUTDIR/smoke-summary.json, smoke.log
-# OUTDIR/status.txt lists each step's exit status. Steps are capped by SCALE_TIMEOUT (300 s)
-# and STUDY_TIMEOUT (150 s); a failed step does not stop the next one.
+# OUTDIR/status.txt lists each step's exit status. Steps are capped by SCALE_TIMEOUT (240 s)
+# and STUDY_TIMEOUT (210 s); a failed step does not stop the next one.
 #
 # Exit status: 0 all steps ran; 1 a step failed or timed out; 2 no GPU visible (nvidia-smi
 # missing or listing no GPU, or PyTorch without CUDA); 3 a Python package is missing and no
@@ -48,8 +48,8 @@ if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
 elif [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"
 else PY="python3"; fi
 NVIDIA_SMI="${NVIDIA_SMI:-nvidia-smi}"
-SCALE_TIMEOUT="${SCALE_TIMEOUT:-300}"
-STUDY_TIMEOUT="${STUDY_TIMEOUT:-150}"
+SCALE_TIMEOUT="${SCALE_TIMEOUT:-240}"
+STUDY_TIMEOUT="${STUDY_TIMEOUT:-210}"
 
 # The project's dependencies that the check needs: all but PyTorch (the GPU machine's own),
 # jupyterlab (`make lab` only), the SLURM plugin and gguf (the embedded model only).
