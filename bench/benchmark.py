@@ -90,10 +90,14 @@ def run_scale(args, summary: dict) -> None:
     device = "cuda" if args.scale_device == "auto" and torch.cuda.is_available() else args.scale_device
     device = "cpu" if device == "auto" else device
     methods = {m: SCALE_METHODS[m] for m in args.scale_methods} if args.scale_methods else None
+    def write(result):  # after each method: a run cut short by a time limit keeps what it measured
+        write_json(OUT / "scale.json", _record(device, result))
+
     result = bench_scale(device=device, n_train=args.scale_rows, batch_size=args.scale_batch,
                          max_length=args.scale_max_length, new_tokens=args.scale_new_tokens,
-                         eval_batch=args.scale_eval_batch, methods=methods, keep_models=args.scale_keep_models)
-    write_json(OUT / "scale.json", _record(device, result))
+                         eval_batch=args.scale_eval_batch, methods=methods, keep_models=args.scale_keep_models,
+                         progress=write)
+    write(result)
     summary["scale"] = scale_summary(result)
     for name, run in result["runs"].items():
         if run["status"] != "ok":

@@ -6,6 +6,7 @@
 #   2. the scale benchmark in bf16 (bench/benchmark.py --only scale): full FT, LoRA r256,
 #      DoRA r256 and VeRA r1024 on random:qwen3-0.6b, two training steps each, and the merged
 #      model's decode seconds per token at batch 1 and at the evaluation batch
+#      (scale.json is rewritten after each method: a step cut short keeps what it measured)
 #                                                           -> OUTDIR/scale.json, summary.json
 #   3. the smoke study (every code path of the study on the tiny model) through the workflow,
 #      `python -m peftlab.study run smoke --profile profiles/default`, in a fresh project folder
@@ -166,14 +167,14 @@ json.dump(versions, open(sys.argv[1], "w"), indent=1)
 
 cd "$ROOT" || die 1 "cannot enter $ROOT"
 scale() {
-    timeout "$SCALE_TIMEOUT" "$PY" bench/benchmark.py --only scale --scale-device cuda >"$OUTDIR/scale.log" 2>&1
+    timeout -k 15 "$SCALE_TIMEOUT" "$PY" bench/benchmark.py --only scale --scale-device cuda >"$OUTDIR/scale.log" 2>&1
     local rc=$?
     cp "$PEFTLAB_ROOT/outputs/bench/scale.json" "$PEFTLAB_ROOT/outputs/bench/summary.json" "$OUTDIR/" 2>/dev/null
     tail -n 12 "$OUTDIR/scale.log"
     return $rc
 }
 smoke() {
-    timeout "$STUDY_TIMEOUT" "$PY" -m peftlab.study run smoke --profile profiles/default \
+    timeout -k 15 "$STUDY_TIMEOUT" "$PY" -m peftlab.study run smoke --profile profiles/default \
         --directory "$PEFTLAB_ROOT" >"$OUTDIR/smoke.log" 2>&1
     local rc=$?
     "$PY" -m bench.study_runs smoke --out "$OUTDIR/smoke-summary.json"

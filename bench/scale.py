@@ -127,9 +127,11 @@ def scale_one(*, method: str, rank: int | None, base_model: str, device: str, dt
 
 def bench_scale(*, base_model: str = BASE_MODEL, device: str, dtype: str | None = None, n_train: int | None = None,
                 batch_size: int | None = None, max_length: int | None = None, new_tokens: int | None = None,
-                eval_batch: int | None = None, methods: dict | None = None, keep_models: bool = False) -> dict:
+                eval_batch: int | None = None, methods: dict | None = None, keep_models: bool = False,
+                progress=None) -> dict:
     """Every method at paper scale; a method that fails (out of memory, say) is recorded as
-    failed and the others still run."""
+    failed and the others still run. `progress(result)` is called after each method with the
+    result so far (to write it before a time limit cuts the run short)."""
     sizes = dict(DEFAULTS["cuda" if device == "cuda" else "cpu"])
     for key, value in (("dtype", dtype), ("n_train", n_train), ("batch_size", batch_size),
                        ("max_length", max_length), ("new_tokens", new_tokens), ("eval_batch", eval_batch)):
@@ -148,7 +150,10 @@ def bench_scale(*, base_model: str = BASE_MODEL, device: str, dtype: str | None 
             runs[name] = {"status": "failed", "method": method, "rank": rank,
                           "error": {"type": type(error).__name__, "message": str(error)[:2000]}}
             _free(device)
-    return {"base_model": base_model, "device": device, "task": TASK, "sizes": sizes, "runs": runs}
+        if progress:
+            progress({"base_model": base_model, "device": device, "task": TASK, "sizes": sizes, "runs": runs,
+                      "complete": len(runs) == len(methods or METHODS)})
+    return {"base_model": base_model, "device": device, "task": TASK, "sizes": sizes, "runs": runs, "complete": True}
 
 
 def scale_summary(result: dict) -> dict:
