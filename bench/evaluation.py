@@ -111,6 +111,8 @@ def bench_eval(*, base_model: str, sizes: list[int], device: str, dtype: str, ba
             "goal": {"speedup": SPEEDUP_GOAL, "identical_parsed_share": IDENTICAL_GOAL},
         }
         for name, keywords in variants.items():
+            # a short untimed call first: the first decoding after the batch-1 pass pays set-up costs
+            generate_batched(model, tokenizer, subset[:1], max_new_tokens=4, batch_size=1, desc="warm-up", **keywords)
             started = time.perf_counter()
             replies = generate_batched(model, tokenizer, subset, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                        desc=f"{name} ({total} items)", **keywords)
