@@ -45,7 +45,7 @@ def _evals(out: Path) -> dict:
 
 def test_smoke_study_runs_through_sbatch_and_equals_the_local_run(tmp_path):
     local_root, slurm_root = _copy_root(tmp_path / "l"), _copy_root(tmp_path / "s")
-    local = _run(local_root, "smoke", "default")
+    local = _run(local_root, "smoke", "local")
     assert local.returncode == 0, local.stderr[-3000:]
     result = _run(slurm_root, "smoke", "slurm-local")
     assert result.returncode == 0, result.stderr[-3000:]

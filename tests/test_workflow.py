@@ -35,7 +35,7 @@ def test_paper_dry_run_lists_14_train_and_48_evaluate_jobs():
     plan = load_plan("paper")
     assert len(plan.train) == 14 and len(plan.eval_targets()) == 48
     out = subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-                          str(repo_root() / "profiles" / "default"), "--config", "study=paper", "-n", "--forceall"],
+                          str(repo_root() / "profiles" / "local"), "--config", "study=paper", "-n", "--forceall"],
                          cwd=repo_root(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()

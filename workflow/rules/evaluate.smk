@@ -14,18 +14,17 @@ rule evaluate:
     params:
         folder=f"{OUT}/runs/{{model}}",
         run_dir=_run_dir,
+        cores=job_cores,
     log:
         f"{OUT}/logs/evaluate-{{model}}-{{task}}.log",
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         accelerator=1,
-        mem_mb=16000,
-        runtime=120,
     shell:
         "mkdir -p {params.folder} && "
         "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} "
         "> {params.folder}/params-eval-{wildcards.task}.yaml && "
-        "( OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_MININTERVAL=5 "
+        "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
         "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
         "-f {params.folder}/params-eval-{wildcards.task}.yaml -p run_dir {params.run_dir} "
         "--cwd notebooks > {log} 2>&1 "
