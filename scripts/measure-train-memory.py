@@ -22,9 +22,9 @@ torch.set_num_threads(2)
 # Qwen/Qwen3-0.6B's config.json (architecture only; the weights are random)
 config = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                     rope_theta=1000000, rms_norm_eps=1e-6, tie_word_embeddings=True, torch_dtype="bfloat16")
+                     rope_theta=1000000, rms_norm_eps=1e-6, tie_word_embeddings=True, dtype="bfloat16")
 start = time.time()
-model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
 rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 model = attach_method(model, resolve_config(overrides={"method": method, "rank": rank, "base_model": "tiny"}))
 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
