@@ -165,15 +165,18 @@ def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: in
 
 
 @torch.inference_mode()
-def time_single(model, tokenizer, prompts: list[str], *, max_new_tokens: int, desc: str = "latency") -> list[dict]:
+def time_single(model, tokenizer, prompts: list[str], *, max_new_tokens: int, desc: str = "latency",
+                warm_up: bool = True) -> list[dict]:
     """One generate() call per prompt after one warm-up call, with device synchronisation:
-    the serving latency a user sees for a single request."""
+    the serving latency a user sees for a single request. `warm_up=False` skips the warm-up
+    call (a further timing pass right after a warmed one)."""
     eos_ids = _eos_ids(model, tokenizer)
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens)
     if not prompts:
         return []
-    warm = tokenizer(prompts[0], return_tensors="pt", add_special_tokens=False).to(model.device)
-    model.generate(**warm, **kwargs)
+    if warm_up:
+        warm = tokenizer(prompts[0], return_tensors="pt", add_special_tokens=False).to(model.device)
+        model.generate(**warm, **kwargs)
     timed = []
     for prompt in tqdm(prompts, desc=desc, unit="item"):
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)

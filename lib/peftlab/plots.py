@@ -29,50 +29,55 @@ TASK_ORDER = ["arc", "openmath", "squad_v2"]
 
 def _ok(evals: pd.DataFrame) -> pd.DataFrame:
     frame = evals[evals["status"] == "ok"].copy()
-    frame["config"] = frame["model"]
     return frame
 
 
-def plot_pareto(evals: pd.DataFrame, *, cost: str = "latency_mean_s", cost_label: str = "latency per reply (s) ↓"):
-    """Efficacy against a cost per eval task; non-dominated models are ringed and labelled."""
+SCORE_LABEL = {"arc": "ARC macro-F1 ↑", "openmath": "OpenMath accuracy (%) ↑", "squad_v2": "SQuAD v2 F1 (%) ↑"}
+
+
+def plot_pareto(configs: pd.DataFrame, *, cost: str = "latency_mean_s",
+                cost_label: str = "latency per reply, batch 1 (s) ↓"):
+    """Efficacy against a cost per task, one point per configuration (seeds averaged: the frame of
+    ``comparisons.configurations``, efficacy as in the questions); the front is ringed and labelled."""
     from .stats import pareto_front
 
-    frame = _ok(evals)
-    tasks = [t for t in TASK_ORDER if t in set(frame["task"])]
+    frame = configs.dropna(subset=["score", cost]) if len(configs) else configs
+    tasks = [t for t in TASK_ORDER if t in set(frame["task"])] if len(frame) else []
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5.2 * max(len(tasks), 1), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        sub = frame[(frame["task"] == task) & frame["efficacy"].notna() & frame[cost].notna()].copy()
-        if sub.empty:
-            ax.set_title(f"{task}: no data")
-            continue
-        sub["pareto"] = pareto_front(sub, {"efficacy": HIGHER_IS_BETTER[task], cost: False})
-        sns.scatterplot(data=sub, x=cost, y="efficacy", hue="method", style="block", s=70, ax=ax)
+        sub = frame[frame["task"] == task].copy()
+        sub["pareto"] = pareto_front(sub, {"score": True, cost: False})
+        sns.scatterplot(data=sub, x=cost, y="score", hue="method", style="block", s=70, ax=ax)
         front = sub[sub["pareto"]].sort_values(cost)
-        ax.plot(front[cost], front["efficacy"], color="black", lw=1, ls="--", zorder=0)
-        ax.scatter(front[cost], front["efficacy"], s=180, facecolors="none", edgecolors="black")
+        ax.plot(front[cost], front["score"], color="black", lw=1, ls="--", zorder=0)
+        ax.scatter(front[cost], front["score"], s=180, facecolors="none", edgecolors="black")
         for _, row in front.iterrows():
-            ax.annotate(row["model"], (row[cost], row["efficacy"]), fontsize=7, xytext=(4, 4),
+            ax.annotate(row["config"], (row[cost], row["score"]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
-        ax.set(title=task, xlabel=cost_label, ylabel=EFFICACY_LABEL[task])
-        if ax is not axes[0][-1]:
-            ax.get_legend().remove() if ax.get_legend() else None
-    if axes[0][-1].get_legend():
+        ax.set(title=task, xlabel=cost_label, ylabel=SCORE_LABEL[task])
+        if ax is not axes[0][-1] and ax.get_legend():
+            ax.get_legend().remove()
+    if tasks and axes[0][-1].get_legend():
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def plot_rank(evals: pd.DataFrame):
-    """Efficacy against adapter rank, one line per method and training task."""
+    """Efficacy against adapter rank, one line per method and training task; with several seeds
+    the line is their mean and the band their standard deviation."""
     frame = _ok(evals)
-    frame = frame[frame["rank"].notna() & frame["method"].isin(["LoRA", "DoRA", "VeRA"])]
+    frame = frame[frame["rank"].notna() & frame["method"].isin(["LoRA", "DoRA", "VeRA"])].copy()
+    frame["rank"] = frame["rank"].astype(float)
     tasks = [t for t in TASK_ORDER if t in set(frame["task"])]
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = frame[frame["task"] == task]
+        seeds = sub.groupby("config")["model"].nunique().max()
         sns.lineplot(data=sub, x="rank", y="efficacy", hue="method", style="train_task", marker="o", ax=ax,
-                     errorbar=("ci", 95) if sub.groupby(["model"]).size().max() > 1 else None)
-        ax.set(xscale="log", title=task, xlabel="rank r", ylabel=EFFICACY_LABEL[task])
+                     errorbar="sd" if seeds > 1 else None, err_style="bars")
+        ax.set(xscale="log", title=task + (f" (mean ± sd over up to {seeds} seeds)" if seeds > 1 else ""),
+               xlabel="rank r", ylabel=EFFICACY_LABEL[task])
     fig.tight_layout()
     return fig
 

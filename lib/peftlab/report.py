@@ -69,24 +69,38 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> Path:
 # --- small HTML pieces the notebook displays ------------------------------------------
 
 
-NOISE_COLUMNS = ("method_key", "base_size", "note", "base", "train_task_key")
+STATUS_STYLE = {"decisive": "#1b5e20", "tie": "#0d47a1", "insufficient data": "#8d6e00", "not answerable": "#555"}
+AGREEMENT = {True: "agrees with the reference study", False: "differs from the reference study",
+             None: "agreement undecided"}
+COMPARISON_VIEW = {"a": "A", "b": "B", "task": "task", "metric": "measure", "n": "n", "diff": "A − B",
+                   "ci_low": "adj. CI low", "ci_high": "adj. CI high", "p_adjusted": "p (Holm)", "mde": "MDE",
+                   "verdict": "verdict"}
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", index=False, classes="figures")
 
 
 def questions_html(answers: list[dict]) -> str:
-    """The nine questions: the answer the data supports, the study's answer, agreement, figures."""
+    """The nine questions: answer, status, the study's answer and agreement, then the figures
+    and every comparison behind the answer (Holm-adjusted within the question)."""
     parts = []
-    for answer in answers:
-        agrees = {True: "agrees with the reference study", False: "differs from the reference study",
-                  None: "cannot be compared (insufficient data)"}[answer["agrees"]]
-        figures = answer["figures"]
-        if isinstance(figures, pd.DataFrame):  # identity columns the row label already says
-            figures = figures.drop(columns=[c for c in NOISE_COLUMNS if c in figures.columns])
-        table = figures.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", index=False, classes="figures") \
-            if isinstance(figures, pd.DataFrame) and not figures.empty else "<p><i>no figures</i></p>"
+    for a in answers:
+        colour = STATUS_STYLE.get(a["status"], "#555")
+        figures = a.get("figures")
+        comparisons = a.get("comparisons")
+        table = _table(figures) if isinstance(figures, pd.DataFrame) and not figures.empty else ""
+        if isinstance(comparisons, pd.DataFrame) and not comparisons.empty:
+            view = comparisons[list(COMPARISON_VIEW)].rename(columns=COMPARISON_VIEW)
+            size = int(comparisons["family_size"].iloc[0])
+            table += (f"<p><i>Comparisons ({len(comparisons)}; Holm family of {size} tested): A − B in the "
+                      "measure's unit, interval at the adjusted level; MDE = smallest difference detectable with 80 % "
+                      "power.</i></p>" + _table(view))
         parts.append(
-            f"<h3>{html.escape(answer['id'])}. {html.escape(answer['question'])}</h3>"
-            f"<p><b>The data:</b> {html.escape(answer['answer'])}</p>"
-            f"<p><b>Reference study:</b> {html.escape(answer['reference_answer'])} — <i>{agrees}</i></p>{table}")
+            f"<h3>{html.escape(a['id'])}. {html.escape(a['question'])}</h3>"
+            f'<p><b style="color:{colour}">{html.escape(a["status"])}</b> — {html.escape(a["answer"])}</p>'
+            f"<p><b>Reference study:</b> {html.escape(a['reference_answer'])} — "
+            f"<i>{AGREEMENT[a['agrees_with_reference']]}</i></p>{table}")
     return "\n".join(parts)
 
 
@@ -160,33 +174,42 @@ def _html(text: str):
     return HTML(text)
 
 
-def questions_section(*, records, n_boot: int = 1000) -> Answers:
-    from .analysis import answer_questions
+def questions_section(*, records, report_dir: str, alpha: float = 0.05, min_n: int = 20, n_boot: int = 2000
+                      ) -> Answers:
+    """Answer the nine questions and write them to ``<report_dir>/questions.json``."""
+    from .questions import answer_questions, write_questions
 
-    return Answers(answer_questions(records, n_boot=n_boot))
-
-
-def pareto3_table(*, records) -> pd.DataFrame:
-    """Per eval task, the models non-dominated on efficacy, latency and eval memory together."""
-    from .plots import HIGHER_IS_BETTER
-    from .stats import pareto_front
-
-    frames = []
-    evals = records.evals[records.evals["status"] == "ok"]
-    for task, sub in evals.groupby("task"):
-        sub = sub.dropna(subset=["efficacy", "latency_mean_s", "eval_res_gb"]).copy()
-        if sub.empty:
-            continue
-        sub["pareto"] = pareto_front(sub, {"efficacy": HIGHER_IS_BETTER[task], "latency_mean_s": False,
-                                           "eval_res_gb": False})
-        frames.append(sub[sub["pareto"]][["task", "model", "efficacy", "latency_mean_s", "eval_res_gb"]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    answers = answer_questions(records, alpha=alpha, min_n=min_n, n_boot=n_boot)
+    write_questions(answers, Path(report_dir) / "questions.json")
+    return Answers(answers)
 
 
-def comparison_section(*, answers: Answers, compare_with: str, n_boot: int = 1000):
+def answers_overview(*, answers: Answers) -> pd.DataFrame:
+    """The nine answers in one table: question, status, agreement with the reference study."""
+    from .questions import answers_table
+
+    return answers_table(answers.answers)
+
+
+def how_computed(*, alpha: float = 0.05, min_n: int = 20, n_boot: int = 2000) -> pd.DataFrame:
+    """How each answer is computed: measure, resampling unit, interval, correction, minimum n."""
+    from .questions import how_table
+
+    return how_table(alpha=alpha, min_n=min_n, n_boot=n_boot)
+
+
+def pareto_table(*, answers: Answers) -> pd.DataFrame:
+    """Per task, each configuration's place relative to the Pareto front (Q9)."""
+    q9 = next(a for a in answers.answers if a["id"] == "Q9")
+    return q9["figures"]
+
+
+def comparison_section(*, answers: Answers, compare_with: str, alpha: float = 0.05, min_n: int = 20,
+                       n_boot: int = 2000):
     from IPython.display import Markdown
 
-    from .analysis import answer_questions, compare_protocols, load_study
+    from .questions import answer_questions, compare_protocols
+    from .study_records import load_study
 
     if not compare_with:
         return Markdown("No comparison study given.")
@@ -194,8 +217,8 @@ def comparison_section(*, answers: Answers, compare_with: str, n_boot: int = 100
     if not (other / "runs").is_dir():
         return Markdown(f"No records at `{other}`: run `make reference-report` (imports the reference study) "
                         "or give another study's outputs.")
-    theirs = answer_questions(load_study(other), n_boot=n_boot)
-    return compare_protocols(answers.answers, theirs)
+    theirs = answer_questions(load_study(other), alpha=alpha, min_n=min_n, n_boot=n_boot)
+    return compare_protocols(answers.answers, theirs, labels=("this study", "compared"))
 
 
 def failures_table(*, records) -> pd.DataFrame:
