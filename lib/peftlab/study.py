@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study")
     p.add_argument("job")
     p.add_argument("--task")
-    f = sub.add_parser("accept-failed", help="exit 0 if the result file exists and records a failure")
-    f.add_argument("result")
+    f = sub.add_parser("accept-failed", help="exit 0 if every result file exists and one records a failure")
+    f.add_argument("result", nargs="+")
     s = sub.add_parser("show", help="list a study's jobs")
     s.add_argument("study")
     r = sub.add_parser("run", help="run a study with Snakemake, clearing a stale lock left by a killed run")
@@ -272,17 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "accept-failed":
         from .results import ResultError, read_record
 
-        try:
-            record = read_record(args.result)
-        except ResultError as exc:
-            print(f"no failure record: {exc}", file=sys.stderr)
-            return 1
-        if record["status"] == "failed":
-            error = record.get("error", {})
-            print(f"recorded as failed ({error.get('phase')}): {error.get('type')}: {error.get('message')}",
-                  file=sys.stderr)
-            return 0
-        return 1
+        failed = 0
+        for result in args.result:  # a job evaluating several tasks writes one record each
+            try:
+                record = read_record(result)
+            except ResultError as exc:
+                print(f"no failure record: {exc}", file=sys.stderr)
+                return 1
+            if record["status"] == "failed":
+                error = record.get("error", {})
+                print(f"{result}: recorded as failed ({error.get('phase')}): {error.get('type')}: "
+                      f"{error.get('message')}", file=sys.stderr)
+                failed += 1
+        return 0 if failed else 1
     plan = load_plan(args.study)
     print(f"study {plan.study}: {len(plan.train)} train jobs, {len(plan.eval_targets())} evaluate jobs -> {plan.out}")
     for name, job in plan.models.items():
