@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from datetime import datetime
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
