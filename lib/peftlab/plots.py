@@ -68,6 +68,7 @@ def plot_pareto(configs: pd.DataFrame, *, cost: str = "latency_mean_s",
     (adjustText) and keyed by ``pareto_numbers``."""
     from adjustText import adjust_text
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     from .stats import pareto_front
 
@@ -92,6 +93,8 @@ def plot_pareto(configs: pd.DataFrame, *, cost: str = "latency_mean_s",
         ax.set_ylabel(f"{score_label(configs, task)}  better →", fontsize=9)
         ax.grid(alpha=0.3)
         ax.margins(0.12)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.tick_params(labelsize=8)
         if texts:
             adjust_text(texts, ax=ax, x=list(sub[cost]), y=list(sub["score"]), expand=(1.6, 1.9),
                         force_text=(0.6, 0.9), force_explode=(0.3, 0.6), explode_radius=30, time_lim=3,
@@ -152,8 +155,7 @@ def plot_transfer(configs: pd.DataFrame, *, labels: dict[str, str] | None = None
     finite = finite[np.isfinite(finite)]
     limit = max(10.0, float(np.quantile(finite, 0.95))) if finite.size else 100.0
     fig, ax = plt.subplots(figsize=(2.2 * len(tasks) + 3.8, 0.27 * len(rows) + 1.5))
-    cmap = plt.get_cmap("RdBu").copy()
-    cmap.set_bad("#e0e0e0")
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="#e0e0e0")
     image = ax.imshow(np.ma.masked_invalid(rel.to_numpy(dtype=float)), cmap=cmap, vmin=-limit, vmax=limit,
                       aspect="auto")
     train_task = matrix.drop_duplicates("config").set_index("config")["train_task"]
@@ -196,31 +198,55 @@ def plot_rank(evals: pd.DataFrame):
         seeds = sub.groupby("config")["model"].nunique().max()
         sns.lineplot(data=sub, x="rank", y="efficacy", hue="method", style="train_task", marker="o", ax=ax,
                      errorbar="sd" if seeds > 1 else None, err_style="bars")
-        ax.set(xscale="log", title=task + (f" (mean ± sd over up to {seeds} seeds)" if seeds > 1 else ""),
-               xlabel="rank r", ylabel=EFFICACY_LABEL[task])
-    fig.tight_layout()
+        ax.set(xscale="log", title=TASK_LABELS.get(task, task) + (f" (mean ± sd, up to {seeds} seeds)" if seeds > 1
+                                                                   else ""),
+               xlabel="adapter rank r (log scale)", ylabel=EFFICACY_LABEL[task])
+    _one_legend(fig, axes[0], {"method": "method", "train_task": "trained on"})
     return fig
+
+
+def _one_legend(fig, axes, titles: dict[str, str]):
+    """One legend below the panels instead of one per panel (seaborn's section titles renamed)."""
+    handles, labels = [], []
+    for ax in axes:
+        h, lab = ax.get_legend_handles_labels()
+        for handle, label in zip(h, lab):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    labels = [titles.get(lab, TASK_LABELS.get(lab, lab)) for lab in labels]
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 9), frameon=False, fontsize=8,
+                   bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
 
 
 def plot_latency_split(evals: pd.DataFrame):
     """Latency = tokens generated × seconds per token: which factor makes a model slow."""
     frame = _ok(evals)
     frame = frame[frame["tokens_mean"].notna() & frame["s_per_token"].notna()]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * frame["model"].nunique() + 2.5))
+    frame = frame.assign(task=frame["task"].map(lambda t: TASK_LABELS.get(t, t)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * frame["model"].nunique() + 1.6), sharey=True)
     sns.barplot(data=frame, y="model", x="tokens_mean", hue="task", ax=axes[0])
-    axes[0].set(title="tokens generated per reply (batch 1)", xlabel="tokens", ylabel="")
+    axes[0].set(title="tokens generated per reply (batch 1)", xlabel="tokens per reply", ylabel="")
     sns.barplot(data=frame, y="model", x="s_per_token", hue="task", ax=axes[1])
-    axes[1].set(title="seconds per generated token", xlabel="s/token", ylabel="")
-    axes[1].get_legend().remove() if axes[1].get_legend() else None
-    fig.tight_layout()
+    axes[1].set(title="seconds per generated token", xlabel="seconds per token", ylabel="")
+    for ax in axes:
+        ax.tick_params(axis="y", labelsize=8)
+    _one_legend(fig, axes, {})
     return fig
 
 
 def plot_parse_rates(evals: pd.DataFrame):
     """Share of replies with a parsable \\boxed{} answer, per model and task."""
     frame = _ok(evals)
-    fig, ax = plt.subplots(figsize=(7, 0.3 * frame["model"].nunique() + 2))
-    sns.barplot(data=frame, y="model", x="parse_rate", hue="task", ax=ax)
-    ax.set(xlim=(0, 1), title="parse rate (answers in \\boxed{})", xlabel="share of replies", ylabel="")
-    fig.tight_layout()
+    frame = frame.assign(task=frame["task"].map(lambda t: TASK_LABELS.get(t, t)),
+                         parse_pct=100 * pd.to_numeric(frame["parse_rate"], errors="coerce"))
+    fig, ax = plt.subplots(figsize=(8, 0.32 * frame["model"].nunique() + 1.6))
+    sns.barplot(data=frame, y="model", x="parse_pct", hue="task", ax=ax)
+    ax.set(xlim=(0, 100), title="replies with an answer in \\boxed{}", xlabel="parsed replies (%)", ylabel="")
+    ax.tick_params(axis="y", labelsize=8)
+    _one_legend(fig, [ax], {})
     return fig

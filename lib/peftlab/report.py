@@ -34,11 +34,11 @@ main, .jp-Notebook, .jp-Cell, .jp-Cell-outputWrapper, .jp-OutputArea, .jp-Output
 .jp-Cell, .jp-Cell-outputWrapper, .jp-Cell-inputWrapper, .jp-OutputArea, .jp-OutputArea-child, .jp-OutputArea-output,
 .jp-RenderedHTMLCommon, .jp-RenderedMarkdown { break-inside: auto !important; page-break-inside: auto !important; }
 .jp-OutputArea-child, .jp-OutputArea-output, .jp-InputArea, .jp-Cell-inputWrapper { display: block !important; }
-h1 { font-size: 15pt; margin: 0 0 2mm 0; string-set: report-title content(); bookmark-level: 1; }
+h1 { font-size: 14pt; margin: 0 0 1mm 0; string-set: report-title content(); bookmark-level: 1; }
 h2 { font-size: 12pt; margin: 4mm 0 1.5mm 0; bookmark-level: 2; break-after: avoid; }
 h3 { font-size: 10pt; margin: 3mm 0 1mm 0; bookmark-level: 3; break-after: avoid; }
 h4, h5, h6 { font-size: 9pt; margin: 2mm 0 1mm 0; bookmark-level: none; break-after: avoid; }
-.celltag_part { break-before: page; }
+.part-start { break-before: page; }
 .celltag_part h2 { bookmark-level: 1; }
 p, li { margin: 0.8mm 0; orphans: 2; widows: 2; }
 table { border-collapse: collapse; max-width: 100%; font-size: 7pt; margin: 1mm 0 2mm 0; }
@@ -48,9 +48,10 @@ table.compact, table.answers { break-inside: avoid; }
 table.table1 { font-size: 8pt !important; break-inside: avoid; }
 table.table1 th, table.table1 td { padding: 0.5mm 1.2mm !important; }
 table.full { width: 100%; font-size: 6.5pt; }
-section.findings { font-size: 8pt; }
+section.findings { font-size: 7.5pt; }
+section.findings ul { margin: 0.5mm 0; } section.findings h4 { margin: 1.5mm 0 0.5mm 0; }
 section.findings h2 { margin-top: 0; }
-table.answers { width: 100%; font-size: 7.5pt; }
+table.answers { width: 100%; font-size: 7pt; }
 table.answers td.q { width: 25%; } table.answers td:nth-child(2) { width: 47%; }
 table.answers td:nth-child(3) { width: 7%; } table.answers td:nth-child(4) { width: 21%; }
 figure { break-inside: avoid; margin: 1mm 0 2mm 0; }
@@ -123,7 +124,22 @@ def notebook_html(notebook: Path) -> str:
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     # The print rules go in the document itself, after the template's, so that they win.
     body = body.replace("</head>", f"{SCREEN_CSS}<style>@media print {{{PDF_CSS}}}</style></head>", 1)
-    return fill_contents(body)
+    return fill_contents(mark_parts(body))
+
+
+def mark_parts(body: str) -> str:
+    """Cells tagged ``part`` start a new printed page: the class goes on the cell's outermost
+    element, where a forced page break takes effect."""
+    out, pos = [], 0
+    for match in re.finditer(r"celltag_part\b", body):
+        cell = body.rfind('<div class="jp-Cell ', 0, match.start())
+        if cell < pos:
+            continue
+        insert = cell + len('<div class="')
+        out.append(body[pos:insert] + "part-start ")
+        pos = insert
+    out.append(body[pos:])
+    return "".join(out)
 
 
 TOC_PLACEHOLDER = '<nav class="toc" id="toc"></nav>'

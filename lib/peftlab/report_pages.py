@@ -31,9 +31,10 @@ def render_document(html_path: Path, css: str | None = None):
     return weasyprint.HTML(filename=str(html_path)).render(stylesheets=sheets)
 
 
-def part_starts(document) -> list[int]:
-    """Pages (from 0) on which a part starts: the level-1 bookmarks."""
-    return sorted({entry[1][0] for entry in document.make_bookmark_tree()})
+def part_starts(document, *, slack_pt: float = 30.0) -> list[int]:
+    """Pages (from 0) that a part starts: a level-1 bookmark at the top of the page."""
+    top = MARGINS_MM["top"] * 72 / 25.4 + slack_pt
+    return sorted({page for _, (page, _x, y), _, _ in document.make_bookmark_tree() if y <= top})
 
 
 def _boxes(box):

@@ -548,7 +548,7 @@ class ReportView:
             agree = AGREEMENT_TEXT[a["agrees_with_reference"]]
             out.append(
                 f'<tr><td class="text q"><a href="#{a["id"].lower()}">{a["id"]}</a> {html.escape(a["question"])}</td>'
-                f'<td class="text">{html.escape(headline(a, self.labels))}</td>'
+                f'<td class="text">{html.escape(headline(a, self.labels, limit=180))}</td>'
                 f'<td class="text"><span class="badge {STATUS_CLASS[a["status"]]}">{html.escape(a["status"])}</span></td>'
                 f'<td class="text"><span class="agree-{agree}">{agree}</span>: {html.escape(a["reference_answer"])}'
                 "</td></tr>")
