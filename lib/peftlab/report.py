@@ -45,13 +45,15 @@ table { border-collapse: collapse; max-width: 100%; font-size: 7pt; margin: 1mm 
 th, td { padding: 0.5mm 1.5mm; border-bottom: 0.3pt solid #ccc; vertical-align: top; overflow-wrap: break-word; }
 thead th { border-bottom: 0.8pt solid #444; }
 table.compact, table.answers { break-inside: avoid; }
-table.table1 { font-size: 8pt !important; break-inside: avoid; }
+table.table1 { font-size: 7pt !important; }
+tr { break-inside: avoid; }
 table.table1 th, table.table1 td { padding: 0.5mm 1.2mm !important; }
 table.full { width: 100%; font-size: 6.5pt; }
-section.findings { font-size: 7.5pt; }
+section.findings { font-size: 7.2pt; line-height: 1.2; }
 section.findings ul { margin: 0.5mm 0; } section.findings h4 { margin: 1.5mm 0 0.5mm 0; }
 section.findings h2 { margin-top: 0; }
-table.answers { width: 100%; font-size: 7pt; }
+table.answers { width: 100%; font-size: 6.8pt; line-height: 1.15; }
+table.answers td { padding: 0.3mm 1.2mm; }
 table.answers td.q { width: 25%; } table.answers td:nth-child(2) { width: 47%; }
 table.answers td:nth-child(3) { width: 7%; } table.answers td:nth-child(4) { width: 21%; }
 figure { break-inside: avoid; margin: 1mm 0 2mm 0; }
@@ -60,7 +62,7 @@ figcaption, .figure-key, .table-note, p.more { font-size: 7.5pt; color: #333; }
 .question-head { break-inside: avoid; }
 details > summary { list-style: none; }
 details > summary::marker { content: ""; }
-nav.toc { columns: 2; column-gap: 10mm; font-size: 8pt; }
+nav.toc { columns: 3; column-gap: 8mm; font-size: 7pt; line-height: 1.2; }
 nav.toc ul { margin: 0; padding-left: 4mm; }
 nav.toc li { break-inside: avoid; }
 nav.toc a { color: black; text-decoration: none; }

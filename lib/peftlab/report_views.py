@@ -812,7 +812,7 @@ class ReportView:
             if isinstance(f, pd.DataFrame) and len(f):
                 cols = [Column(k, FIGURE_HEADERS.get(k, k.replace("_", " ")),
                                self._labels_in if k in CONFIG_COLUMNS or k == "best_set" and f[k].dtype == object
-                               else _figure_fmt(k), f[k].dtype == object or k in CONFIG_COLUMNS)
+                               else _figure_fmt(k), _is_text(f[k]) or k in CONFIG_COLUMNS)
                         for k in f.columns if k not in ("method_key",)]
                 parts.append(table_html(f, cols, classes="full"))
             c = a["comparisons"]
@@ -898,6 +898,10 @@ class ReportView:
                                  Column("device", "Device", None, True)]
                           + [Column(k, k.capitalize() if k != "trl" else "TRL", None, True)
                              for k in ("python", "torch", "transformers", "peft", "trl")], classes="full")
+
+
+def _is_text(values: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
 
 
 def _figure_fmt(key: str) -> Callable[[Any], str]:
