@@ -124,3 +124,16 @@ def test_half_empty_pages_are_allowed_only_at_the_end_of_a_part(tmp_path):
     assert 0.3 < page_fill(tmp_path / "p.png") < 0.45
     Image.fromarray(np.full((496, 702), 255, dtype=np.uint8)).save(tmp_path / "blank.png")
     assert page_fill(tmp_path / "blank.png") == 0.0
+
+
+def test_report_notebook_is_thin_and_committed_without_outputs():
+    import json
+
+    from peftlab.config import repo_root
+
+    notebook = json.loads((repo_root() / "report" / "report.ipynb").read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"])
+            assert not cell["outputs"] and cell["execution_count"] is None
+            assert "def " not in source and "class " not in source
