@@ -832,7 +832,7 @@ class ReportView:
                         Column("p_text", "p (Holm)", None), Column("mde_text", "MDE", None),
                         Column("verdict_text", "Verdict", None, True), Column("note", "Note", _note, True)]
                 parts.append(table_html(view, cols, classes="full"))
-            out.append(f'<details class="appendix-question" open><summary><h3 id="appendix-{qid.lower()}">{qid}. '
+            out.append(f'<details class="appendix-question"><summary><h3 id="appendix-{qid.lower()}">{qid}. '
                        f"{html.escape(a['question'])}</h3></summary>{''.join(parts)}</details>")
         return "".join(out)
 
