@@ -31,16 +31,18 @@ def snakemake(study: str, *extra: str, root: Path | None = None, **kwargs) -> su
                           text=True, **kwargs)
 
 
-def test_paper_dry_run_lists_14_train_and_48_evaluate_jobs():
+@pytest.mark.parametrize("eval_jobs, rule, expected", [("per_task", "evaluate", 48), ("per_model", "evaluate_model", 16)])
+def test_paper_dry_run_lists_14_train_and_48_evaluations(eval_jobs, rule, expected):
+    """48 evaluations: one job each on a cluster, or one job per model (16) for all its tasks."""
     plan = load_plan("paper")
     assert len(plan.train) == 14 and len(plan.eval_targets()) == 48
     out = subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-                          str(repo_root() / "profiles" / "local"), "--config", "study=paper", "-n", "--forceall"],
-                         cwd=repo_root(), capture_output=True, text=True)
+                          str(repo_root() / "profiles" / "local"), "--config", "study=paper", f"eval_jobs={eval_jobs}",
+                          "-n", "--forceall"], cwd=repo_root(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["train"] == 14 and counts["evaluate"] == 48
+    assert counts["train"] == 14 and counts[rule] == expected
 
 
 def test_run_names_are_readable_and_configs_follow_the_study():
