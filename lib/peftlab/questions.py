@@ -236,8 +236,7 @@ def _q1(an: Analysis) -> dict:
         status = "tie"
     agrees = True if all(ms == ["full"] for ms in sets.values()) else (
         False if any("full" not in ms for ms in sets.values()) else None)
-    failed = an.failed_in(methods=("full", *ADAPTERS))
-    answer = f"{head} ({'; '.join(texts)}).{_failed_note(failed)}"
+    answer = f"{head} ({'; '.join(texts)})."
     columns = ["train_task", "config", "method", "rank", "score", "latency_mean_s", memory, "balance", "best_set"]
     return _answer("Q1", an, answer, status, agrees, adjusted, figures[columns])
 
@@ -371,8 +370,7 @@ def _q4(an: Analysis) -> dict:
                       f"{'swings both ways' if swings else 'does not swing both ways'}. ")
         agrees = less and swings if _status_of(adjusted) != "insufficient data" else None
     answer = (conclusion[0].upper() + conclusion[1:] if conclusion else "") + \
-        "Decisive changes against the untuned base, off the training task: " + "; ".join(parts) + "." + \
-        _failed_note(an.failed_in(methods=("full", *ADAPTERS)))
+        "Decisive changes against the untuned base, off the training task: " + "; ".join(parts) + "."
     return _answer("Q4", an, answer, _status_of(adjusted), agrees, adjusted, summary.drop(columns="method_key"))
 
 
@@ -458,8 +456,7 @@ def _q6(an: Analysis) -> dict:
              for t, seq in sequences.items()]
     label = "allocated" if memory == "train_all_gb" else "resident (RSS on a CPU)"
     answer = (f"Best in-domain efficacy from the hardest training-memory cap ({label}) to the loosest (caps "
-              + ", ".join(f"{c:.3g}" for c in caps) + " GB): " + "; ".join(texts) + "."
-              + _failed_note(an.failed_in(methods=("full", *ADAPTERS))))
+              + ", ".join(f"{c:.3g}" for c in caps) + " GB): " + "; ".join(texts) + ".")
     hardest_vera = all(seq[0] == ["vera"] for seq in sequences.values())
     loosest_full = all("full" in seq[-1] for seq in sequences.values())
     status = _status_of(adjusted) if len(adjusted) else "tie"
@@ -496,7 +493,7 @@ def _q7(an: Analysis) -> dict:
         outcome[task] = bool(worth)
         texts.append(f"{_task(task)}: " + (f"yes — {', '.join(worth)}" if worth else
                                            "no adapter is decisively better or faster than the untuned base"))
-    answer = "; ".join(texts) + "." + _failed_note(an.failed_in(methods=ADAPTERS))
+    answer = "; ".join(texts) + "."
     status = _status_of(adjusted)
     if status == "decisive" and not all(outcome.values()):
         undecided = adjusted[(adjusted["task"].isin([t for t, v in outcome.items() if not v]))
@@ -642,7 +639,10 @@ def answer_questions(records: StudyRecords, *, alpha: float = ALPHA, min_n: int 
     ``reference_answer``, ``comparisons`` (every comparison behind it, adjusted within the
     question), ``figures`` (the question's compact table) and ``how``."""
     an = Analysis(records, alpha=alpha, min_n=min_n, n_boot=n_boot, seed=seed)
-    return [fn(an) for fn in _QUESTION_FUNCTIONS]
+    answers = [fn(an) for fn in _QUESTION_FUNCTIONS]
+    for answer in answers:  # a failed configuration is never silently left out
+        answer["answer"] += _failed_note(an.failed)
+    return answers
 
 
 def _json_value(value: Any) -> Any:
