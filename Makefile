@@ -27,11 +27,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(MAKE) study STUDY=demo
 
-# Any study in params/studies/, locally (PROFILE=profiles/slurm for a SLURM cluster).
+# Any study in params/studies/, locally (PROFILE=profiles/slurm for a SLURM cluster). Locally one
+# job per GPU runs at once (GPUS=N to choose; detected by default; one job on a CPU-only machine).
 STUDY   ?= smoke
-PROFILE ?= profiles/default
+PROFILE ?= profiles/local
+GPUS    ?=
 study: setup
-	$(PEFTLAB) study $(STUDY) --profile $(PROFILE) $(if $(RETRY_FAILED),--retry-failed)
+	$(PEFTLAB) study $(STUDY) --profile $(PROFILE) $(if $(GPUS),--gpus $(GPUS)) $(if $(RETRY_FAILED),--retry-failed)
 
 # The report of a finished study (the workflow renders it too): outputs/<study>/report/.
 report: setup

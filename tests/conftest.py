@@ -42,3 +42,15 @@ def make_project_copy(where: Path, extra_studies: dict[str, str] | None = None) 
     for name, text in (extra_studies or {}).items():
         (root / "params" / "studies" / f"{name}.yaml").write_text(text)
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+    """The smoke study run once by the workflow in a project copy: (root, finished process)."""
+    import subprocess
+    import sys
+
+    root = make_project_copy(tmp_path_factory.mktemp("smoke-study"))
+    env = dict(os.environ, PEFTLAB_ROOT=str(root))
+    command = [sys.executable, "-m", "peftlab.study", "run", "smoke", "--directory", str(root)]
+    return root, subprocess.run(command, cwd=repo_root(), env=env, capture_output=True, text=True)

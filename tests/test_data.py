@@ -63,6 +63,25 @@ def test_malformed_records_name_file_row_and_field(tmp_path, monkeypatch):
         load_rows(task="arc", split="test")
 
 
+def test_arc_rows_with_a_fifth_option_load(tmp_path, monkeypatch):
+    # The shipped HF sample has a five-option question whose gold is E.
+    rows = load_rows(task="arc", split="test", source="hf")
+    five = [r for r in rows if r["answer"] == "E"]
+    assert five and five[0]["labels"] == ["A", "B", "C", "D", "E"] and " E. " in five[0]["question"]
+    # The reference layout: a fifth option listed in the question text, lettered or numbered.
+    root = tmp_path / "repo"
+    (root / "data" / "reference-study").mkdir(parents=True)
+    (root / "params").mkdir()
+    monkeypatch.setenv("PEFTLAB_ROOT", str(root))
+    _write_parquet(root / "data" / "reference-study" / "test-ai2_arc.parquet",
+                   [{"title": "q0", "question": "Q? A. x B. y C. z D. w E. v", "answer": "E"},
+                    {"title": "q1", "question": "Q? 1. x 2. y 3. z 4. w 5. v", "answer": "5"},
+                    {"title": "q2", "question": "Q? A. x B. y C. z D. w", "answer": "D"}])
+    rows = load_rows(task="arc", split="test")
+    assert [r["answer"] for r in rows] == ["E", "5", "D"]
+    assert [r["labels"] for r in rows] == [["A", "B", "C", "D", "E"], ["1", "2", "3", "4", "5"], ["A", "B", "C", "D"]]
+
+
 def test_local_dataset_directory_goes_through_the_hub_loader(tmp_path):
     """A local folder laid out like a Hub dataset is read by datasets.load_dataset, as a Hub id is."""
     folder = tmp_path / "mydata" / "squad_v2"

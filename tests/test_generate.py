@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.generate import first_box_closed, generate_batched, greedy_decode, time_single
+from peftlab.generate import _growing_layer_class, first_box_closed, generate_batched, greedy_decode, time_single
 from peftlab.models import load_model
 
 PROMPTS = ["What is 2 + 2?", "Name the largest planet of the solar system, and say why it is so large.",
@@ -29,7 +29,8 @@ def _one_by_one(model, tokenizer, max_new_tokens, eos_token_id):
     return sequences
 
 
-def test_shrinking_batch_matches_one_generate_call_per_prompt(tiny):
+@pytest.mark.parametrize("growing_cache", [True, False])
+def test_shrinking_batch_matches_one_generate_call_per_prompt(tiny, growing_cache):
     model, tokenizer = tiny
     free = _one_by_one(model, tokenizer, 24, eos_token_id=tokenizer.eos_token_id)
     # Make sequences end at different steps: treat a token each reply produces early as the end token.
@@ -38,8 +39,30 @@ def test_shrinking_batch_matches_one_generate_call_per_prompt(tiny):
     assert len({len(s) for s in expected}) > 1, "the test needs replies that end at different steps"
     tokenizer.padding_side = "left"
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
-    got = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=24, eos_ids={stop_token})
+    got = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=24, eos_ids={stop_token},
+                        growing_cache=growing_cache)
     assert got == expected
+
+
+def test_growing_cache_layer_holds_what_concatenation_would():
+    layer = _growing_layer_class()(limit=12)
+    torch.manual_seed(0)
+    keys = [torch.randn(3, 2, 4, 5)] + [torch.randn(3, 2, 1, 5) for _ in range(8)]
+    values = [k + 1 for k in keys]
+    capacities, moved = [], []
+    for step, (k, v) in enumerate(zip(keys, values)):
+        before = layer.key_buffer.data_ptr() if layer.key_buffer is not None else None
+        got_k, got_v = layer.update(k, v)
+        assert torch.equal(got_k, torch.cat(keys[:step + 1], dim=-2))
+        assert torch.equal(got_v, torch.cat(values[:step + 1], dim=-2))
+        capacities.append(layer.key_buffer.shape[-2])
+        moved.append(layer.key_buffer.data_ptr() != before)
+    assert layer.get_seq_length() == 12
+    assert capacities == [4, 8, 8, 8, 8, 12, 12, 12, 12]  # the prompt, then doubled, then the limit
+    assert [step for step, m in enumerate(moved) if m] == [0, 1, 5]  # every other step writes in place
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert torch.equal(layer.keys, torch.cat(keys, dim=-2)[[2, 0]])
+    assert torch.equal(layer.values, torch.cat(values, dim=-2)[[2, 0]])
 
 
 def test_batched_replies_equal_single_replies_in_input_order(tiny):

@@ -106,10 +106,25 @@ def test_extract_boxed(text, corrected, reference):
         ("\\text{C}", "C"),
         ("3", "C"),
         ("(1)", "A"),
+        ("E", "E"),
+        ("(E)", "E"),
+        ("5", "E"),
+        ("C (the sun)", "C"),
+        ("C (the sun).", "C"),
+        ("D. Both (A) and (B)", "D"),
+        ("B) because plants need light", "B"),
+        ("C) and a plant needs water", "C"),
         ("A or B", None),
         ("(A) or (B)", None),
+        ("A and B", None),
+        ("A/B", None),
         ("A, B", None),
-        ("E", None),
+        ("A) or B)", None),
+        ("(A), (B)", None),
+        ("C (D)", None),
+        ("A plant (a producer)", None),
+        ("F", None),
+        ("6", None),
         ("photosynthesis", None),
         ("", None),
     ],
@@ -144,8 +159,53 @@ def test_arc_numeric_gold_labels():
 
 
 def test_arc_invalid_gold():
-    with pytest.raises(ValueError, match="'E'"):
-        score_items("arc", ["\\boxed{A}"], ["E"])
+    with pytest.raises(ValueError, match="'F'.*A-E or 1-5"):
+        score_items("arc", ["\\boxed{A}"], ["F"])
+
+
+def test_arc_fifth_option_gold_and_reply():
+    replies = ["\\boxed{E}", "\\boxed{5}", "\\boxed{A}", "\\boxed{E}", "no box"]
+    golds = ["E", "5", "E", "B", "A"]
+    items = scored("arc", replies, golds)
+    assert list(items["gold_letter"]) == ["E", "E", "E", "B", "A"]
+    assert list(items["parsed"]) == ["E", "E", "A", "E", ""]
+    assert list(items["score"]) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    # reference: gold E/5 become None; an E reply is no option -> nothing correct
+    assert list(items["ref_score"]) == [0.0] * 5
+    s = summarize("arc", items)
+    # E: tp=2 fp=1 (B->E) fn=1 (E->A) -> p=r=2/3, f1 2/3; A: tp=0 -> 0; B: fn=1 -> 0; C, D 0
+    # -> classes A-D plus E: (2/3) / 5
+    assert s["corrected"]["macro_f1"] == approx(2 / 15)
+    assert s["corrected"]["accuracy"] == 0.4
+
+
+def test_arc_predicted_e_without_gold_support_is_a_fifth_class():
+    items = scored("arc", ["\\boxed{A}", "\\boxed{E}"], ["A", "B"])
+    # A f1 1; B fn=1 -> 0; C, D 0; E predicted, no gold -> 0 -> 1/5
+    assert summarize("arc", items)["corrected"]["macro_f1"] == approx(1 / 5)
+
+
+@pytest.mark.parametrize(
+    ("golds", "preds"),
+    [
+        (["A", "A", "B", "B"], ["A", None, "B", "A"]),
+        (["B", "B", "C"], ["B", "B", "C"]),
+        (["A", "B", "C", "D", "D"], ["D", "B", None, "D", "C"]),
+    ],
+)
+def test_arc_macro_f1_over_a_to_d_is_the_4_class_value(golds, preds):
+    """Without E the classes are A-D: the same value as the fixed 4x5 confusion matrix."""
+    cols = {c: i for i, c in enumerate("ABCD")}
+    cm = [[0] * 5 for _ in range(4)]
+    for g, p in zip(golds, preds):
+        cm[cols[g]][cols[p] if p is not None else 4] += 1
+    f1s = []
+    for i in range(4):
+        tp, fp, fn = cm[i][i], sum(cm[r][i] for r in range(4)) - cm[i][i], sum(cm[i]) - cm[i][i]
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    assert scoring._corrected_macro_f1(golds, preds) == approx(sum(f1s) / 4)
 
 
 def test_arc_unparsed_counts_in_corrected_macro_f1_but_is_dropped_by_reference():
@@ -211,6 +271,66 @@ def test_openmath_parse(content, value):
     assert parsed == (approx(value) if value is not None else None)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "1.5 million",
+        "3 x 4",
+        "3 \\times 4",
+        "3 \\cdot 4",
+        "2 pi",
+        "2\\pi",
+        "2 π",
+        "2π",
+        "5!",
+        "12 feet 6 inches",
+        "3 thousand",
+        "2 dozen",
+        "2 dozen eggs",
+        "3 hundred apples",
+        "10^3",
+        "10**3",
+        "2 e",
+        "3x",
+        "4 + 1",
+        "4 - 1",
+        "4 * 2",
+        "4 × 2",
+        "8 apples / 2",
+        "5 = x",
+        "5 apples + 3 pears",
+        "2 and a half",
+        "5 or six",
+        "5 cm^2",
+    ],
+)
+def test_openmath_number_words_and_operators_after_the_number_are_unparsed(content):
+    assert parse_number(content) is None
+    assert parse_reply("openmath", f"\\boxed{{{content}}}") == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("content", "value"),
+    [
+        ("45 granola bars", 45.0),
+        ("$1,234", 1234.0),
+        ("\\frac{3}{4}", 0.75),
+        ("50\\%", 50.0),
+        ("x = 5", 5.0),
+        ("1.5 \\times 10^{3}", 1500.0),
+        ("5.", 5.0),
+        ("7 cm", 7.0),
+        ("\\text{5 apples}", 5.0),
+        ("12 meters per second", 12.0),
+        ("3 five-year-olds", 3.0),
+        ("20 dollars.", 20.0),
+        ("60 miles, roughly", 60.0),
+    ],
+)
+def test_openmath_units_and_words_after_the_number_still_parse(content, value):
+    assert parse_number(content) == approx(value)
+
+
 def test_openmath_no_box_is_unparsed():
     assert parse_reply("openmath", "The answer is 42") == (None, False)
 
@@ -245,6 +365,8 @@ def test_openmath_mean_vs_median_with_outlier():
         "accuracy": 0.25,
         "mean_abs_diff": 334.0,
         "median_abs_diff": 2.0,
+        "math_verify_accuracy": 0.25,
+        "math_verify_agreement": 1.0,
         "parse_rate": 0.75,
         "n": 4,
     }
@@ -264,6 +386,8 @@ def test_openmath_reference_avg_excludes_unparsed():
         "accuracy": 0.0,
         "mean_abs_diff": 1.25,
         "median_abs_diff": 1.25,
+        "math_verify_accuracy": 0.0,
+        "math_verify_agreement": 1.0,
         "parse_rate": 0.5,
         "n": 4,
     }
@@ -275,6 +399,55 @@ def test_openmath_nothing_parsed():
     s = summarize("openmath", scored("openmath", ["\\boxed{abc}"], [1.0]))
     assert s["corrected"]["mean_abs_diff"] is None and s["corrected"]["median_abs_diff"] is None
     assert s["headline"]["value"] is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold"),
+    [
+        ("\\frac{1}{2}", 0.5),
+        ("0.5", "\\frac{1}{2}"),
+        ("2^{10}", 1024.0),
+        ("1,024", 1024),
+        ("\\$1,234", "1234"),
+        ("The answer is \\boxed{\\dfrac{3}{4}}.", "0.75"),
+    ],
+)
+def test_math_equivalent(answer, gold):
+    assert scoring.math_equivalent(answer, gold)
+
+
+@pytest.mark.parametrize(("answer", "gold"), [("3", 4.0), ("\\frac{1}{3}", 0.5), ("", 1.0), ("\\boxed{}", 1.0)])
+def test_math_not_equivalent(answer, gold):
+    assert not scoring.math_equivalent(answer, gold)
+
+
+def test_math_equivalent_in_a_thread_and_on_errors(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(scoring.math_equivalent, "\\boxed{2^{10}}", 1024).result() is True
+
+    def boom(*args, **kwargs):
+        raise TimeoutError("too slow")
+
+    monkeypatch.setattr(scoring, "_math_verify_parse", boom)
+    assert scoring.math_equivalent("\\boxed{1}", 1) is False
+
+
+def test_openmath_math_verify_column_and_summary():
+    replies = ["\\boxed{\\frac{1}{2}}", "\\boxed{2^{10}}", "\\boxed{1,024}", "\\boxed{7}", "1024", "\\boxed{3}"]
+    golds = [0.5, 1024.0, 1024.0, 8.0, 1024.0, 3.0]
+    items = scored("openmath", replies, golds)
+    assert items["math_verify_ok"].dtype == bool
+    # an unboxed reply is False even when its text is the gold
+    assert list(items["math_verify_ok"]) == [True, True, True, False, False, True]
+    assert list(items["score"]) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # 2^{10} does not parse as a number
+    assert scoring.openmath_math_verify(items).tolist() == items["math_verify_ok"].tolist()
+    c = summarize("openmath", items)["corrected"]
+    assert c["math_verify_accuracy"] == approx(4 / 6)
+    assert c["math_verify_agreement"] == approx(5 / 6)  # all but 2^{10}
+    # items written before the column existed: summarize computes it from reply and gold
+    assert summarize("openmath", items.drop(columns="math_verify_ok"))["corrected"] == c
 
 
 # --- SQuAD v2 -------------------------------------------------------------------------
@@ -325,6 +498,61 @@ def test_squad_unanswerable_items():
     assert not items["has_answer"].any() and items["parsed_ok"].all()
     # reference: "unanswerable" is not mapped to "" for F1 ("n/a" normalises to "na", not "n a")
     assert list(items["ref_score"]) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The answer is not in the passage.",
+        "The passage does not contain the answer",
+        "The passage doesn't say.",
+        "Not mentioned in the passage.",
+        "This information is not provided in the text.",
+        "There is no answer",
+        "unanswerable.",
+        "Cannot be determined from the passage",
+        "It is impossible to tell from the context.",
+        "No answer is provided in the text",
+        "No information given",
+        "None",
+        "\\text{unknown}",
+    ],
+)
+def test_squad_abstentions_are_no_answer(text):
+    assert scoring.is_no_answer(text)
+    assert parse_reply("squad_v2", f"\\boxed{{{text}}}") == ("", True)
+    items = scored("squad_v2", [f"\\boxed{{{text}}}"], [[]])
+    assert (items.loc[0, "em"], items.loc[0, "score"]) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not guilty",
+        "None of the above",
+        "no taxation without representation",
+        "Unknown Soldier",
+        "the text of the treaty",
+        "Northern Ireland",
+        "not in use",
+        "No",
+    ],
+)
+def test_squad_ordinary_spans_are_answers(text):
+    assert not scoring.is_no_answer(text)
+    assert parse_reply("squad_v2", f"\\boxed{{{text}}}") == (text, True)
+    items = scored("squad_v2", [f"\\boxed{{{text}}}"], [[text]])
+    assert (items.loc[0, "em"], items.loc[0, "score"]) == (1.0, 1.0)
+
+
+def test_squad_none_matches_a_gold_none_and_abstains_on_an_unanswerable_item():
+    items = scored("squad_v2", ["\\boxed{None}", "\\boxed{None}", "\\boxed{None}"], [["None"], [], ["1990"]])
+    assert list(items["parsed"]) == ["", "", ""]
+    # has-answer gold "None": the literal text matches; unanswerable: a correct abstention; else wrong
+    assert list(items["em"]) == [1.0, 1.0, 0.0]
+    assert list(items["score"]) == [1.0, 1.0, 0.0]
+    items = scored("squad_v2", ["\\boxed{Not mentioned}"], [["not mentioned", "never"]])
+    assert items.loc[0, "em"] == 1.0
 
 
 def test_squad_reply_without_box():
@@ -401,7 +629,7 @@ def test_summarize_after_parquet_round_trip_with_text_golds(tmp_path):
     ("task", "golds", "extra"),
     [
         ("arc", ["A", "B"], ["gold_letter"]),
-        ("openmath", [1.0, 2.0], ["abs_diff"]),
+        ("openmath", [1.0, 2.0], ["abs_diff", "math_verify_ok"]),
         ("squad_v2", [["x"], []], ["em", "has_answer"]),
     ],
 )

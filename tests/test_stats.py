@@ -1,4 +1,5 @@
-"""Report statistics: Pareto fronts, paired bootstraps and seed aggregation (expected values by hand)."""
+"""Report statistics: Pareto fronts, comparisons (cluster bootstrap, counts, Holm, power) and seed aggregation
+(expected values by hand)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import pytest
 
 from peftlab.stats import (
     aggregate_seeds,
-    bootstrap_ci,
-    paired_bootstrap_diff,
-    paired_bootstrap_metric,
+    cluster_bootstrap_diff,
+    holm,
+    macro_f1_from_counts,
+    min_detectable,
+    normal_test,
     pareto_front,
+    proportion_diff,
+    z_value,
 )
 
 # --------------------------------------------------------------------------------------
@@ -111,183 +116,67 @@ def test_pareto_missing_column_raises():
 
 
 # --------------------------------------------------------------------------------------
-# Bootstrap intervals
+# Comparisons: cluster bootstrap, counts, Holm, power
 # --------------------------------------------------------------------------------------
 
 
-def test_bootstrap_ci_two_values_hand_worked():
-    # Replicate means of [0, 1] are 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4, so the
-    # 2.5% and 97.5% quantiles of 2000 replicates are 0 and 1.
-    res = bootstrap_ci([0.0, 1.0])
-    assert res == {"estimate": 0.5, "low": 0.0, "high": 1.0, "n": 2}
+def test_cluster_bootstrap_constant_shift_and_identical_models():
+    a = np.arange(30, dtype=float)
+    same = cluster_bootstrap_diff([a], [a], range(30), n_boot=500)
+    assert same["estimate"] == 0 and same["se"] == 0 and same["n"] == 30
+    shifted = cluster_bootstrap_diff([a + 2], [a], range(30), n_boot=500)
+    assert shifted["estimate"] == pytest.approx(2) and shifted["se"] == pytest.approx(0)
+    assert normal_test(shifted["estimate"], shifted["se"]) == 0 and normal_test(0.0, 0.0) == 1
 
 
-def test_bootstrap_ci_constant_values_zero_width():
-    res = bootstrap_ci([0.3] * 10)
-    assert res["estimate"] == pytest.approx(0.3)
-    assert res["low"] == pytest.approx(0.3) and res["high"] == pytest.approx(0.3)
+def test_cluster_bootstrap_matches_the_analytic_paired_standard_error():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=400), rng.normal(size=400)
+    got = cluster_bootstrap_diff([a], [b], range(400), n_boot=4000, seed=1)
+    analytic = np.std(a - b, ddof=1) / np.sqrt(400)
+    assert got["se"] == pytest.approx(analytic, rel=0.08)
+    assert cluster_bootstrap_diff([a], [b], range(400), n_boot=300, seed=5) == \
+        cluster_bootstrap_diff([a], [b], range(400), n_boot=300, seed=5)  # deterministic for a seed
 
 
-def test_bootstrap_ci_statistics():
-    med = bootstrap_ci([1.0, 2.0, 100.0], statistic="median")
-    assert med["estimate"] == 2.0
-    assert 1.0 <= med["low"] <= med["high"] <= 100.0
-    top = bootstrap_ci([1.0, 2.0, 3.0], statistic=np.max)
-    assert top["estimate"] == 3.0 and top["high"] == 3.0 and top["low"] >= 1.0
-    # A callable computing the mean sees the same resampled indices as "mean".
-    x = np.random.default_rng(1).normal(size=50)
-    by_name = bootstrap_ci(x, n_boot=300, seed=5)
-    by_callable = bootstrap_ci(x, statistic=lambda v: float(np.mean(v)), n_boot=300, seed=5)
-    assert by_callable["low"] == pytest.approx(by_name["low"])
-    assert by_callable["high"] == pytest.approx(by_name["high"])
+def test_cluster_bootstrap_errors():
+    with pytest.raises(ValueError, match="no shared items"):
+        cluster_bootstrap_diff([np.array([])], [np.array([])], [])
+    with pytest.raises(ValueError, match="items"):
+        cluster_bootstrap_diff([np.ones(3)], [np.ones(4)], range(3))
 
 
-def test_bootstrap_ci_drops_nan_and_reports_n():
-    res = bootstrap_ci([1.0, np.nan, 3.0])
-    assert res["n"] == 2 and res["estimate"] == 2.0
+def test_macro_f1_from_counts_both_rules_by_hand():
+    # gold A predicted A twice, gold B predicted A once, gold B unparsed once
+    counts = np.zeros((4, 5))
+    counts[0, 0], counts[1, 0], counts[1, 4] = 2, 1, 1
+    f1_a = 2 * (2 / 3) * 1 / (2 / 3 + 1)
+    assert macro_f1_from_counts(counts, 4, fixed_classes=True) == pytest.approx(f1_a / 4)  # B's unparsed dropped
+    assert macro_f1_from_counts(counts, 4, fixed_classes=False) == pytest.approx(f1_a / 4)
+    five = np.zeros((5, 6))
+    five[4, 4] = 1  # a fifth class, right once: averaged in only because it occurs
+    assert macro_f1_from_counts(five, 5, fixed_classes=False) == pytest.approx(1 / 5)
 
 
-def test_bootstrap_ci_single_item_collapses():
-    assert bootstrap_ci([0.7]) == {"estimate": 0.7, "low": 0.7, "high": 0.7, "n": 1}
+def test_proportion_diff_agresti_caffo_by_hand():
+    got = proportion_diff(15, 200, 0, 200)
+    pa, pb = 16 / 202, 1 / 202
+    assert got["estimate"] == pytest.approx(0.075) and got["center"] == pytest.approx(pa - pb)
+    assert got["se"] == pytest.approx(math.sqrt(pa * (1 - pa) / 202 + pb * (1 - pb) / 202))
+    with pytest.raises(ValueError):
+        proportion_diff(1, 0, 1, 10)
 
 
-def test_bootstrap_ci_empty_raises():
-    with pytest.raises(ValueError, match="no items"):
-        bootstrap_ci([])
-    with pytest.raises(ValueError, match="no items"):
-        bootstrap_ci([np.nan, np.nan])
+def test_holm_by_hand():
+    adjusted, divisors = holm([0.01, 0.04, 0.03, float("nan"), 0.5])
+    assert adjusted[[0, 1, 2, 4]] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert math.isnan(adjusted[3]) and list(divisors[[0, 2, 1, 4]]) == [4, 3, 2, 1]
 
 
-def test_bootstrap_argument_checks():
-    with pytest.raises(ValueError, match="statistic"):
-        bootstrap_ci([1.0, 2.0], statistic="mode")
-    with pytest.raises(ValueError, match="confidence"):
-        bootstrap_ci([1.0, 2.0], confidence=1.5)
-    with pytest.raises(ValueError, match="n_boot"):
-        paired_bootstrap_diff([1.0], [1.0], n_boot=0)
-
-
-def test_paired_constant_difference_zero_width_at_difference():
-    b = np.random.default_rng(0).uniform(size=40)
-    a = b + 0.25
-    res = paired_bootstrap_diff(a, b)
-    assert res["estimate"] == pytest.approx(0.25)
-    assert res["low"] == pytest.approx(0.25) and res["high"] == pytest.approx(0.25)
-    assert res["n"] == 40
-    assert res["tie"] is False and res["better"] == "a"
-    # lower-is-better scores (e.g. loss): the larger a is the worse model.
-    assert paired_bootstrap_diff(a, b, higher_is_better=False)["better"] == "b"
-    assert paired_bootstrap_diff(b, a)["better"] == "b"
-
-
-def test_paired_clearly_better_model_is_not_a_tie():
-    rng = np.random.default_rng(3)
-    b = rng.normal(0.0, 1.0, size=200)
-    a = b + 0.5 + rng.normal(0.0, 0.1, size=200)
-    res = paired_bootstrap_diff(a, b)
-    assert res["tie"] is False and res["better"] == "a"
-    assert 0.4 < res["low"] < res["estimate"] < res["high"] < 0.6
-    # The unpaired spread of a and b (sd 1) would swamp 0.5; pairing removes it.
-    assert res["high"] - res["low"] < 0.1
-
-
-def test_paired_identical_models_tie_at_zero():
-    a = np.random.default_rng(4).uniform(size=30)
-    res = paired_bootstrap_diff(a, a.copy(), statistic="median")
-    assert res == {"estimate": 0.0, "low": 0.0, "high": 0.0, "n": 30, "tie": True, "better": "tie"}
-
-
-def test_paired_seed_determinism():
-    rng = np.random.default_rng(5)
-    a = rng.uniform(size=25)
-    b = rng.uniform(size=25)
-    assert paired_bootstrap_diff(a, b, seed=11) == paired_bootstrap_diff(a, b, seed=11)
-    assert paired_bootstrap_diff(a, b, seed=11)["low"] != paired_bootstrap_diff(a, b, seed=12)["low"]
-
-
-def test_paired_single_item_collapses():
-    res = paired_bootstrap_diff([0.9], [0.4])
-    assert res["n"] == 1
-    assert res["estimate"] == pytest.approx(0.5)
-    assert res["low"] == res["high"] == res["estimate"]
-    assert res["better"] == "a"
-
-
-def test_paired_nan_items_dropped():
-    # items 1 and 2 have a NaN on one side; items 0 and 3 remain: a = [1, 4], b = [0, 2].
-    res = paired_bootstrap_diff([1.0, np.nan, 3.0, 4.0], [0.0, 1.0, np.nan, 2.0])
-    assert res["n"] == 2
-    assert res["estimate"] == pytest.approx(1.5)
-    # Replicates: both items 0 -> 1, both items 3 -> 2, one of each -> 1.5.
-    assert res["low"] == pytest.approx(1.0) and res["high"] == pytest.approx(2.0)
-
-
-def test_paired_length_mismatch_and_empty_raise():
-    with pytest.raises(ValueError, match="lengths 3 and 2"):
-        paired_bootstrap_diff([1.0, 2.0, 3.0], [1.0, 2.0])
-    with pytest.raises(ValueError, match="no items"):
-        paired_bootstrap_diff([], [])
-    with pytest.raises(ValueError, match="no items"):
-        paired_bootstrap_diff([np.nan, 1.0], [1.0, np.nan])
-
-
-# --------------------------------------------------------------------------------------
-# Corpus-level metrics
-# --------------------------------------------------------------------------------------
-
-
-def macro_f1(frame: pd.DataFrame) -> float:
-    """Macro-F1 over the letters seen in gold or pred."""
-    scores = []
-    for letter in sorted(set(frame["gold"]) | set(frame["pred"])):
-        tp = int(((frame["pred"] == letter) & (frame["gold"] == letter)).sum())
-        fp = int(((frame["pred"] == letter) & (frame["gold"] != letter)).sum())
-        fn = int(((frame["pred"] != letter) & (frame["gold"] == letter)).sum())
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
-
-
-def test_paired_metric_aligns_on_ids_hand_worked():
-    items_a = pd.DataFrame({"id": [1, 2, 3, 4], "gold": list("ABAB"), "pred": list("ABAB")})
-    # b in a different row order, with id 5 absent from a and id 1 absent from b.
-    items_b = pd.DataFrame({"id": [4, 5, 3, 2], "gold": list("BAAB"), "pred": list("BBAA")})
-    res = paired_bootstrap_metric(items_a, items_b, macro_f1, n_boot=300)
-    # Shared ids 2, 3, 4. a is perfect (1.0). b: id 2 gold B pred A, id 3 A/A, id 4 B/B:
-    # F1(A) = 2*1/(2+1+0) = 2/3, F1(B) = 2*1/(2+0+1) = 2/3, macro 2/3.
-    assert res["n"] == 3
-    assert res["estimate"] == pytest.approx(1 / 3)
-    # A replicate without id 2 (probability (2/3)^3 = 8/27) makes b perfect: difference 0,
-    # so the 2.5% quantile is 0 and the interval contains 0.
-    assert res["low"] == pytest.approx(0.0)
-    assert 1 / 3 < res["high"] <= 1.0
-    assert res["tie"] is True and res["better"] == "tie"
-    assert paired_bootstrap_metric(items_a, items_b, macro_f1, n_boot=300) == res
-
-
-def test_paired_metric_clear_winner_and_direction():
-    ids = list(range(20))
-    gold = list("AB" * 10)
-    wrong = ["B" if g == "A" else "A" for g in gold]
-    items_a = pd.DataFrame({"id": ids, "gold": gold, "pred": gold})
-    items_b = pd.DataFrame({"id": ids[::-1], "gold": gold[::-1], "pred": wrong[::-1]})
-    # a is always 1, b is always 0 on any resample: zero-width interval at 1.
-    res = paired_bootstrap_metric(items_a, items_b, macro_f1, n_boot=50)
-    assert res == {"estimate": 1.0, "low": 1.0, "high": 1.0, "n": 20, "tie": False, "better": "a"}
-    res_low = paired_bootstrap_metric(items_a, items_b, macro_f1, n_boot=50, higher_is_better=False)
-    assert res_low["better"] == "b"
-
-
-def test_paired_metric_custom_key_single_item_and_errors():
-    a = pd.DataFrame({"qid": ["x", "y"], "gold": ["A", "B"], "pred": ["A", "B"]})
-    b = pd.DataFrame({"qid": ["y"], "gold": ["B"], "pred": ["A"]})
-    res = paired_bootstrap_metric(a, b, macro_f1, key="qid")
-    assert res["n"] == 1 and res["estimate"] == 1.0 and res["low"] == res["high"] == 1.0
-    with pytest.raises(ValueError, match="'id'"):
-        paired_bootstrap_metric(a, b, macro_f1)
-    with pytest.raises(ValueError, match="share no"):
-        paired_bootstrap_metric(a, b.assign(qid=["z"]), macro_f1, key="qid")
-    with pytest.raises(ValueError, match="duplicate"):
-        paired_bootstrap_metric(pd.concat([a, a]), b, macro_f1, key="qid")
+def test_power_and_critical_values():
+    assert z_value(0.95) == pytest.approx(1.959964, rel=1e-6)
+    assert min_detectable(1.0) == pytest.approx(1.959964 + 0.841621, rel=1e-6)
+    assert math.isnan(min_detectable(float("nan")))
 
 
 # --------------------------------------------------------------------------------------

@@ -32,16 +32,18 @@ def snakemake(study: str, *extra: str, root: Path | None = None, **kwargs) -> su
                           text=True, **kwargs)
 
 
-def test_paper_dry_run_lists_14_train_and_48_evaluate_jobs():
+@pytest.mark.parametrize("eval_jobs, rule, expected", [("per_task", "evaluate", 48), ("per_model", "evaluate_model", 16)])
+def test_paper_dry_run_lists_14_train_and_48_evaluations(eval_jobs, rule, expected):
+    """48 evaluations: one job each on a cluster, or one job per model (16) for all its tasks."""
     plan = load_plan("paper")
     assert len(plan.train) == 14 and len(plan.eval_targets()) == 48
     out = subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-                          str(repo_root() / "profiles" / "default"), "--config", "study=paper", "-n", "--forceall"],
-                         cwd=repo_root(), capture_output=True, text=True)
+                          str(repo_root() / "profiles" / "local"), "--config", "study=paper", f"eval_jobs={eval_jobs}",
+                          "-n", "--forceall"], cwd=repo_root(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts["train"] == 14 and counts["evaluate"] == 48
+    assert counts["train"] == 14 and counts[rule] == expected
 
 
 def test_run_names_are_readable_and_configs_follow_the_study():
@@ -87,9 +89,8 @@ def _results(out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path):
-    whole = make_project_copy(tmp_path / "whole")
-    full = snakemake("smoke", root=whole)
+def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_path, smoke_study):
+    whole, full = smoke_study
     assert full.returncode == 0, full.stderr[-3000:]
     reference = _results(whole / "outputs" / "smoke")
     assert len(reference) == 6 and all(status == "ok" for status, _, _ in reference.values())
@@ -148,3 +149,33 @@ def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
     assert json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())["status"] == "failed"
     nothing = snakemake("failing", root=root)  # without asking, a failed record is a finished job
     assert "rule train:" not in nothing.stdout + nothing.stderr
+
+
+@pytest.mark.slow
+def test_smoke_report_pages_pass_the_visual_check(smoke_study, tmp_path):
+    """The smoke study's report, checked as a reader would look at it: findings on page 1, page
+    numbers, no half-empty page but a part's last, no table wider than the page, every figure
+    captioned; its page images are kept for a person to look at."""
+    import pypdfium2 as pdfium
+
+    from peftlab.report_pages import check_report
+
+    root, run = smoke_study
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = root / "outputs" / "smoke" / "report"
+    pdf = pdfium.PdfDocument(str(report / "report.pdf"))
+    try:
+        texts = [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
+    finally:
+        pdf.close()
+    kept = sorted((report / "pages").glob("page-*.png"))
+    assert len(kept) == len(texts) and (report / "pages" / "layout.json").is_file()
+    first = " ".join(texts[0].split())
+    assert "Findings" in first and all(f"Q{i}" in first for i in range(1, 10)) and "Caveats" in first
+    assert all(f"page {i + 1} of {len(texts)}" in " ".join(t.split()) for i, t in enumerate(texts))
+    checked = check_report(report / "report.html", report / "report.pdf", tmp_path / "pages")
+    assert checked["half_empty"] == [], checked["fill"]
+    assert checked["wide_tables"] == []
+    assert checked["figures"]["problems"] == [] and checked["figures"]["figures"] >= 4
+    html = (report / "report.html").read_text()
+    assert '<nav class="toc" id="toc"><ul>' in html and html.count("<details") == 9

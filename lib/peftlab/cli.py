@@ -36,7 +36,7 @@ def _study(args: argparse.Namespace) -> int:
             print(f"  {job.kind:5s} {name}")
         return 0
     extra = list(args.config) + (["retry_failed=1"] if args.retry_failed else [])
-    return run_study(args.name, profile=args.profile, directory=args.directory, config=extra,
+    return run_study(args.name, profile=args.profile, directory=args.directory, config=extra, gpus=args.gpus,
                      snakemake_args=["--dry-run"] if args.dry_run else None)
 
 
@@ -59,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     study = sub.add_parser("study", help="validate a study (params/studies/NAME.yaml or a path) and run it")
     study.add_argument("name", help="a study in params/studies/ (smoke, demo, paper, ...) or a path to a study file")
-    study.add_argument("--profile", default="profiles/default",
-                       help="Snakemake profile: profiles/default (this machine), profiles/slurm (a SLURM cluster)")
+    study.add_argument("--profile", default="profiles/local",
+                       help="Snakemake profile: profiles/local (this machine), profiles/slurm (a SLURM cluster)")
+    study.add_argument("--gpus", default=None,
+                       help="local profiles: jobs at once, one per GPU (default: the GPUs detected, 1 without any)")
     study.add_argument("--retry-failed", action="store_true", help="run the jobs recorded as failed again")
     study.add_argument("--dry-run", "-n", action="store_true", help="show what Snakemake would run")
     study.add_argument("--list", action="store_true", help="validate the study and list its jobs; run nothing")

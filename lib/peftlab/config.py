@@ -26,7 +26,7 @@ DATA_SOURCES = ("reference", "hf", "hub")  # or a local directory <dir>/<task>/{
 # Experiment trackers TRL's SFTTrainer reports to (`report_to`), with the package each needs.
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio"}
 
-# The reference study's shared hyperparameters (STUDY.md), applied by protocol=reference.
+# The reference study's shared hyperparameters (docs/protocols.md), applied by protocol=reference.
 REFERENCE_LEARNING_RATE = 1e-5
 REFERENCE_ALPHA = 16
 
@@ -129,12 +129,19 @@ def _base_model(key: str, value: Any) -> Any:
     _text(key, value)
     if value in ("tiny", "embedded"):
         return value
+    if value.startswith("random:"):
+        from .models import architectures
+
+        if value.removeprefix("random:") not in architectures():
+            _fail(key, value, "random:<architecture> with a shipped architecture: "
+                  + ", ".join(f"random:{name}" for name in architectures()))
+        return value
     path = Path(value).expanduser()
     looks_like_path = value.startswith((".", "/", "~")) or value.count("/") > 1
     if looks_like_path and not path.is_dir():
-        _fail(key, value, "tiny, embedded, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+        _fail(key, value, "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
     if not looks_like_path and not HUB_ID.match(value):
-        _fail(key, value, "tiny, embedded, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+        _fail(key, value, "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
     return value
 
 
@@ -206,6 +213,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "max_new_tokens": _int(1),
     "eval_batch_size": _int(1),
     "n_latency": _int(0),
+    "latency_repeats": _int(1),
     "out_dir": _text,
     "force": _bool,
     "report_to": _tracker,
@@ -219,7 +227,9 @@ TRAIN_IDENTITY_KEYS = (
     "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "group_by_length", "padding_free", "mixed_precision", "seed",
     "train_task", "n_train", "data_source",
 )
-# Keys that decide what an evaluation computes (besides the model evaluated).
+# Keys that decide what an evaluation computes (besides the model evaluated). latency_repeats
+# is left out on purpose: more timing passes refine the same figures, and a finished
+# evaluation stays reusable.
 EVAL_IDENTITY_KEYS = ("dtype", "protocol", "data_source", "n_eval", "max_new_tokens", "eval_batch_size", "n_latency")
 
 

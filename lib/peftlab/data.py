@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -75,7 +76,10 @@ def _text(record: dict, field: str, where: str, row: int, *, allow_empty: bool =
 def _arc_reference(record: dict, where: str, row: int) -> dict:
     question = _text(record, "question", where, row)
     answer = _text(record, "answer", where, row).strip()
-    labels = ARC_NUMERIC_LABELS[:4] if answer in ARC_NUMERIC_LABELS else ARC_LABELS[:4]
+    labels = ARC_NUMERIC_LABELS if answer in ARC_NUMERIC_LABELS else ARC_LABELS
+    # Four options, or five when the question lists a fifth ("... D. text E. text").
+    fifth = re.search(rf"(?:^|\s){labels[3]}\.\s.*\s{labels[4]}\.\s", question, flags=re.DOTALL)
+    labels = labels if fifth else labels[:4]
     if answer not in labels:
         raise _bad(where, row, "answer", f"{answer!r} is not among the labels {', '.join(labels)}")
     return {"id": _text(record, "title", where, row), "question": question, "labels": list(labels),

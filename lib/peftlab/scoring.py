@@ -7,8 +7,12 @@ is scored twice:
     Official metric definitions; no item is ever dropped. The boxed answer is the *last*
     ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces, so ``\\boxed{\\frac{1}{2}}``
     yields ``\\frac{1}{2}``. A reply is ``parsed_ok`` when a boxed answer was found *and* it
-    parses for the task. All corrected summary numbers are fractions in 0..1 (OpenMath
-    absolute differences are raw).
+    parses for the task. ARC has up to five options (A-E, 1-5); an OpenMath answer is a number
+    optionally followed by unit words (``1.5 million``, ``2\\pi``, ``5!`` are unparsed), and
+    math-verify's equivalence judgement is reported beside the exact match
+    (``math_verify_ok``); a SQuAD v2 abstention sentence ("The passage does not contain the
+    answer") is read as no answer. All corrected summary numbers are fractions in 0..1
+    (OpenMath absolute differences are raw).
 
 ``reference``
     Reproduces the reference study's scoring code exactly, defects included, so that its
@@ -34,8 +38,9 @@ Defects of the reference protocol, kept on purpose:
   correct abstention in ``NoAns_Accuracy``.
 
 Public API: ``extract_boxed``, ``reference_extract_boxed``, ``parse_reply``, ``score_items``,
-``summarize``, ``reference_metrics``. Gold formats: ARC a label ``"A"``..``"D"`` or
-``"1"``..``"4"``; OpenMath a number or a string such as ``"\\frac{3}{4}"``; SQuAD v2 a list
+``summarize``, ``reference_metrics``, ``math_equivalent``, ``openmath_math_verify``,
+``is_no_answer``. Gold formats: ARC a label ``"A"``..``"E"`` or ``"1"``..``"5"`` (the
+reference protocol knows A-D only); OpenMath a number or a string such as ``"\\frac{3}{4}"``; SQuAD v2 a list
 of answer strings (empty list = unanswerable).
 """
 
@@ -46,6 +51,7 @@ import numbers
 import re
 import statistics
 import string
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +60,8 @@ import pandas as pd
 
 TASKS = ("arc", "openmath", "squad_v2")
 
-ARC_LETTERS = ("A", "B", "C", "D")
+ARC_LETTERS = ("A", "B", "C", "D")  # the reference protocol's classes (and the corrected base classes)
+ARC_OPTION_LETTERS = ("A", "B", "C", "D", "E")  # corrected: ARC questions have up to five options
 
 # Units of the reference protocol's numbers, as the study reported them.
 REFERENCE_METRIC_UNITS = {
@@ -370,27 +377,31 @@ def _unwrap_text(s: str) -> str:
 
 _ARC_PREFIX = r"(?:(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*)?"
 _ARC_RE = re.compile(
-    rf"^{_ARC_PREFIX}(?:\((?P<p>[A-D1-4])\)(?P<prest>[\s.:].*)?|(?P<b>[A-D1-4])(?P<brest>[.):](?:\s.*)?)?)$",
+    rf"^{_ARC_PREFIX}(?:\((?P<p>[A-E1-5])\)(?P<prest>[\s.:].*)?"
+    r"|(?P<b>[A-E1-5])(?P<brest>[.):](?:\s.*)?|\s+\([^()]*\)\s*[.!]?)?)$",
     flags=re.IGNORECASE | re.DOTALL,
 )
-_ARC_OTHER_MARKER_RE = re.compile(r"(?:^|[\s,;/])\(?[A-D]\)", flags=re.IGNORECASE)
-_DIGIT_TO_LETTER = {"1": "A", "2": "B", "3": "C", "4": "D"}
+# A second option right after the first ("A or B", "(A) and (B)", "A/B", "A (B)"): ambiguous.
+# A later mention of options in an explanation ("D. Both (A) and (B)") is not.
+_ARC_AMBIGUOUS_RE = re.compile(r"^\s*(?:(?i:or|and|/|,|&|;)\s*(?:\([A-Ea-e1-5]\)|[A-E1-5]\b)|\([A-Ea-e1-5]\))")
+_DIGIT_TO_LETTER = {"1": "A", "2": "B", "3": "C", "4": "D", "5": "E"}
 
 
 def _arc_gold_letter(gold: Any) -> str:
     g = str(gold).strip().upper()
     g = _DIGIT_TO_LETTER.get(g, g)
-    if g not in ARC_LETTERS:
-        raise ValueError(f"ARC gold label {gold!r} is not one of A-D or 1-4")
+    if g not in ARC_OPTION_LETTERS:
+        raise ValueError(f"ARC gold label {gold!r} is not one of A-E or 1-5")
     return g
 
 
 def _parse_arc(content: str) -> str | None:
-    """A letter A-D from boxed content, or None when it is not one unambiguous option.
+    """A letter A-E from boxed content, or None when it is not one unambiguous option.
 
-    Accepts ``C``, ``(C)``, ``C.``, ``C) text``, ``C: text``, ``Option C``, ``The answer is
-    C`` (any case) and the digits 1-4 (mapped to A-D). ``A or B``, ``(A) or (B)``, ``E`` and
-    free text are unparsed.
+    Accepts ``C``, ``(C)``, ``C.``, ``C) text``, ``C: text``, ``C (the sun)``, ``Option C``,
+    ``The answer is C`` (any case) and the digits 1-5 (mapped to A-E); an explanation may
+    name other options (``D. Both (A) and (B)``). A letter directly followed by another
+    option (``A or B``, ``(A) or (B)``, ``A/B``, ``A, B``) and free text are unparsed.
     """
     s = _unwrap_text(content).replace("$", "").replace("*", "").strip()
     m = _ARC_RE.match(s)
@@ -398,8 +409,7 @@ def _parse_arc(content: str) -> str | None:
         return None
     letter = m.group("p") or m.group("b")
     rest = m.group("prest") or m.group("brest") or ""
-    rest = rest.lstrip(".):")
-    if _ARC_OTHER_MARKER_RE.search(rest):  # a second option marker: ambiguous
+    if _ARC_AMBIGUOUS_RE.match(rest.lstrip(".):")):
         return None
     letter = letter.upper()
     return _DIGIT_TO_LETTER.get(letter, letter)
@@ -418,7 +428,26 @@ _PLAIN_RE = re.compile(_NUM)
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 _PREFIX_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_ ]*)?\s*(?:=|\\approx|≈)\s*")
-_AMBIGUOUS_TAIL_RE = re.compile(r"\b(?:or|and|to)\b\s*[-+]?\.?\d")
+# What may follow the number: words (units, nouns), each maybe ending in . , ; or :, with
+# no digit and no operator character (! ^ * × + - / = ...); a hyphen or an apostrophe may
+# join letters inside a word.
+_WORD = r"[^\W\d_]+(?:['’-][^\W\d_]+)*"
+_WORDS_TAIL_RE = re.compile(rf"{_WORD}(?:[.,;:]?\s+{_WORD})*[.,;:]?")
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    " seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety half halves quarter"
+    " quarters third thirds"
+)
+# A first word that changes the number's value: a multiplier, a constant, a product or power.
+_MULTIPLIER_WORDS = frozenset(
+    "hundred hundreds thousand thousands million millions billion billions trillion trillions dozen dozens"
+    " lakh lakhs crore crores bn pi π e i x times cdot squared cubed plus minus over divided"
+    " multiplied factorial power".split()
+) | frozenset(_NUMBER_WORDS.split())
+_AMBIGUOUS_TAIL_RE = re.compile(
+    rf"\b(?:or|and|to|plus|minus|times)\s+(?:a\s+|an\s+)?(?:{'|'.join(_NUMBER_WORDS.split())})\b",
+    flags=re.IGNORECASE,
+)
 _REMOVE_TOKENS = (
     "\\$",
     "$",
@@ -457,9 +486,12 @@ def parse_number(text: str) -> float | None:
     ``\\frac{a}{b}``/``\\dfrac``/``\\tfrac``/``a/b``, signs, decimals, scientific notation
     (``1.5e3``, ``1.5 \\times 10^{3}``), ``%``/``\\%`` (dropped: ``50\\%`` -> 50), degrees,
     ``\\text{...}`` wrappers, a leading ``x =`` and trailing units or words (``45 granola
-    bars`` -> 45). The number must come first; what follows it may only be words, so
-    ``2\\pi``, ``\\sqrt{2}``, ``2^{10}``, ``1, 2``, ``5 or 6`` and mixed numbers such as
-    ``2\\frac{1}{2}`` are unparsed. Non-finite values and division by zero give None.
+    bars`` -> 45, ``5.`` -> 5). The number must come first; what follows it may only be
+    words, with no digit and no operator (``! ^ * × + - / =``), and the first word must not
+    change the value (a multiplier, number word or constant: ``1.5 million``, ``2 dozen``,
+    ``2 pi``, ``3 x 4``). So ``2\\pi``, ``5!``, ``\\sqrt{2}``, ``2^{10}``, ``4 + 1``, ``1, 2``,
+    ``5 or 6``, ``12 feet 6 inches`` and mixed numbers such as ``2\\frac{1}{2}`` are
+    unparsed. Non-finite values and division by zero give None.
     """
     s = _unwrap_text(str(text)).replace("\u2212", "-")
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
@@ -488,10 +520,12 @@ def parse_number(text: str) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     rest = s[end:].strip()
-    if rest and not rest[0].isalpha() and not re.fullmatch(r"[.,;!]+", rest):
-        return None  # the number continues as an expression (\pi, ^2, + 1, ", 2", ...)
-    if _AMBIGUOUS_TAIL_RE.search(rest):
-        return None  # "5 or 6"
+    if not rest or re.fullmatch(r"[.,;]+", rest):  # "5", "5."
+        return value
+    if not _WORDS_TAIL_RE.fullmatch(rest):
+        return None  # an expression follows (\pi, ^2, + 1, ", 2", 5!, 12 feet 6 inches, ...)
+    if rest.split()[0].lower().rstrip(".,;:") in _MULTIPLIER_WORDS or _AMBIGUOUS_TAIL_RE.search(rest):
+        return None  # "1.5 million", "3 x 4", "2 pi", "5 or six", "2 and a half"
     return value
 
 
@@ -505,6 +539,71 @@ def _openmath_gold(gold: Any) -> float:
     if value is None or not math.isfinite(value):
         raise ValueError(f"OpenMath gold {gold!r} cannot be parsed as a finite number")
     return value
+
+
+# --- math-verify ----------------------------------------------------------------------
+
+_MATH_VERIFY_TIMEOUT_S = 5  # per parse/compare, in the main thread only (signal based)
+_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+
+
+def _math_verify_timeout() -> int | None:
+    # math-verify's timeouts use signal.alarm, which only works in the main thread.
+    return _MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+def _gold_latex(gold: Any) -> str:
+    if isinstance(gold, numbers.Real) and not isinstance(gold, bool):
+        value = float(gold)
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    return str(gold).strip()
+
+
+def _math_verify_parse(answer: str, timeout: int | None) -> list:
+    from math_verify import parse
+
+    return parse(f"\\boxed{{{_DOLLAR_RE.sub('', answer)}}}", parsing_timeout=timeout)
+
+
+def math_equivalent(reply_or_answer: str, gold: Any) -> bool:
+    """Whether math-verify judges an answer mathematically equivalent to an OpenMath gold.
+
+    The answer is the last ``\\boxed{}`` content of ``reply_or_answer`` when it holds one,
+    else the whole string; the gold is a number or a LaTeX string. ``\\frac{1}{2}`` = 0.5,
+    ``2^{10}`` = 1024, ``1,024`` = 1024. An empty answer, a parse failure, a timeout or any
+    error gives False; it works outside the main thread too (without timeouts there).
+    """
+    text = _as_text(reply_or_answer)
+    boxed = extract_boxed(text)
+    answer = (boxed if boxed is not None else text).strip()
+    gold_text = _gold_latex(gold)
+    if not answer or not gold_text:
+        return False
+    try:
+        from math_verify import verify
+
+        timeout = _math_verify_timeout()
+        parsed_gold = _math_verify_parse(gold_text, timeout)
+        parsed_answer = _math_verify_parse(answer, timeout)
+        if not parsed_gold or not parsed_answer:
+            return False
+        return bool(verify(parsed_gold, parsed_answer, timeout_seconds=timeout))
+    except ImportError:
+        raise
+    except Exception:  # math-verify's TimeoutError, sympy errors, recursion limits, ...
+        return False
+
+
+def openmath_math_verify(items: pd.DataFrame) -> pd.Series:
+    """The ``math_verify_ok`` column from an items frame's ``reply`` and ``gold`` columns.
+
+    For items files written before the column existed. A reply without a balanced box is False.
+    """
+    values = [
+        extract_boxed(_as_text(reply)) is not None and math_equivalent(_as_text(reply), gold)
+        for reply, gold in zip(items["reply"], items["gold"])
+    ]
+    return pd.Series(values, index=items.index, dtype=bool, name="math_verify_ok")
 
 
 # --- SQuAD v2 ------------------------------------------------------------------------
@@ -532,7 +631,8 @@ def compute_f1(a_gold: str, a_pred: str) -> float:
     return _token_f1(_squad_tokens(a_pred), _squad_tokens(a_gold))
 
 
-# Replies that mean "no answer" (compared after normalize_answer).
+# Replies that mean "no answer" (compared after normalize_answer), and patterns for longer
+# abstentions ("The passage does not contain the answer", "Cannot be determined from the text").
 NO_ANSWER_PHRASES = (
     "unanswerable",
     "not answerable",
@@ -551,8 +651,51 @@ NO_ANSWER_PHRASES = (
     "not mentioned in the context",
     "not stated",
     "not provided",
+    "not given",
+    "not specified",
+    "not available",
+    "no information",
+    "insufficient information",
+    "not enough information",
+    "i do not know",
+    "i dont know",
 )
 _NO_ANSWER_NORMALIZED = frozenset(normalize_answer(p) for p in NO_ANSWER_PHRASES) | {""}
+_SOURCE = r"(?:passage|context|text|paragraph|article|document|excerpt|given information|information given)"
+_NOT_THERE = (
+    r"(?:in|found|mentioned|given|provided|stated|present|available|contained|included|specified|answered"
+    r"|addressed|discussed|known|indicated)"
+)
+_NO_ANSWER_PATTERNS = tuple(
+    re.compile(p)
+    for p in (
+        # "not mentioned in the passage", "not found in the text", "not stated"
+        rf"^(?:it is |this is |that is |its )?not (?:explicitly |directly |clearly )?{_NOT_THERE}(?: (?:in|by|from) {_SOURCE})?$",
+        # "The answer is not in the passage", "this information is not provided in the text"
+        rf"^(?:this |that )?(?:answer|information|question)(?: to (?:this|that) question)? (?:is|was|cannot be|can not be)"
+        rf" not (?:explicitly |directly |clearly )?{_NOT_THERE}\b",
+        r"^(?:answer|information|question) (?:cannot|can not|could not) be (?:answered|found|determined)\b",
+        # "The passage does not contain the answer", "the text doesn't say"
+        rf"^(?:given |provided )?{_SOURCE} (?:does not|doesnt|do not|did not|cannot|can not|fails to|is silent)\b",
+        # "There is no answer", "No answer is provided in the text", "no information given"
+        r"^(?:there is |there s |theres |there are )?no (?:answer|information|mention|data|details|relevant information)\b",
+        # "Cannot be determined from the passage", "it is impossible to tell"
+        r"^(?:it |this |that |question |answer )?(?:cannot|can not|cant|could not|is not possible to|is impossible to)"
+        r" (?:be )?(?:determined|answered|found|known|inferred|identified|determine|answer|find|tell|say|know)\b",
+        r"^(?:question is |this question is |it is )?(?:unanswerable|not answerable)\b",
+    )
+)
+
+
+def is_no_answer(text: str) -> bool:
+    """Whether a SQuAD v2 prediction means "no answer" (an abstention), after normalisation.
+
+    ``""``, a phrase of ``NO_ANSWER_PHRASES`` or a sentence that says the source lacks the
+    answer ("The passage does not contain the answer", "Cannot be determined from the
+    passage"); an ordinary span such as ``not guilty`` or ``None of the above`` is not.
+    """
+    norm = normalize_answer(_unwrap_text(text))
+    return norm in _NO_ANSWER_NORMALIZED or any(p.search(norm) for p in _NO_ANSWER_PATTERNS)
 
 
 def _as_gold_list(gold: Any) -> list[str]:
@@ -573,13 +716,16 @@ def _squad_golds(gold: Any) -> tuple[list[str], bool]:
     return (answers or [""]), bool(answers)
 
 
-def _squad_prediction(reply: str) -> tuple[str, bool]:
+def _squad_literal(reply: str) -> tuple[str, bool]:
+    """The prediction text as written (boxed content, else the whole reply), box found."""
     boxed = extract_boxed(reply)
     text = boxed if boxed is not None else reply.strip()
-    text = _unwrap_text(text).strip()
-    if normalize_answer(text) in _NO_ANSWER_NORMALIZED:
-        text = ""
-    return text, boxed is not None
+    return _unwrap_text(text).strip(), boxed is not None
+
+
+def _squad_prediction(reply: str) -> tuple[str, bool]:
+    text, boxed = _squad_literal(reply)
+    return ("" if is_no_answer(text) else text), boxed
 
 
 # --- per reply ------------------------------------------------------------------------
@@ -588,10 +734,10 @@ def _squad_prediction(reply: str) -> tuple[str, bool]:
 def parse_reply(task: str, reply: str) -> tuple[object, bool]:
     """The corrected protocol's reading of one reply: ``(value, parsed_ok)``.
 
-    ``arc``: a letter A-D or None. ``openmath``: a float or None. ``squad_v2``: the
+    ``arc``: a letter A-E or None. ``openmath``: a float or None. ``squad_v2``: the
     prediction string used for scoring (``""`` = no answer), even when ``parsed_ok`` is
-    False; it is the boxed content, or the whole reply (stripped) when there is no box, and a
-    no-answer phrase (``NO_ANSWER_PHRASES``) becomes ``""``. ``parsed_ok`` is True when a box
+    False; it is the boxed content, or the whole reply (stripped) when there is no box, and an
+    abstention (``is_no_answer``) becomes ``""``. ``parsed_ok`` is True when a box
     was found and its content parsed for the task (for SQuAD: when a box was found).
     """
     _check_task(task)
@@ -609,8 +755,11 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
     """Per-item scores under both protocols, one row per item in input order.
 
     Columns: ``parsed`` (the parsed value as text, ``""`` when unparsed),
-    ``parsed_ok``, ``score`` (corrected, 0..1), then per task ``gold_letter`` (arc),
-    ``abs_diff`` (openmath; NaN when unparsed), ``em`` and ``has_answer`` (squad_v2), and
+    ``parsed_ok``, ``score`` (corrected, 0..1), then per task ``gold_letter`` (arc, A-E),
+    ``abs_diff`` (openmath; NaN when unparsed) and ``math_verify_ok`` (openmath: the last box
+    is equivalent to the gold for ``math_equivalent``; False without a box), ``em`` and
+    ``has_answer`` (squad_v2; EM and F1 are the better of the abstention reading and the
+    literal text, so ``\\boxed{None}`` matches a gold "None"), and
     the reference protocol's ``ref_parsed`` (its parsed text, ``""`` for none) and
     ``ref_score`` (arc/openmath: 1.0/0.0 correct; squad_v2: F1 in 0..1 against the first
     gold answer).
@@ -642,22 +791,26 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
             gold_num = _openmath_gold(gold)
             diff = abs(value - gold_num) if ok else math.nan
             ref_pred = (ref_boxed or "").strip()
+            boxed = extract_boxed(reply)
             row |= {
                 "parsed": repr(value) if ok else "",
                 "parsed_ok": ok,
                 "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))),
                 "abs_diff": diff,
+                "math_verify_ok": boxed is not None and math_equivalent(boxed, gold),
                 "ref_parsed": ref_pred,
                 "ref_score": float(_ref_math_item(gold, ref_pred)[0]),
             }
         else:
             answers, has_answer = _squad_golds(gold)
             ref_pred = (ref_boxed or "").strip()
+            # A no-answer phrase that is literally the gold ("None") still matches it.
+            readings = {value, _squad_literal(reply)[0]}
             row |= {
                 "parsed": value,
                 "parsed_ok": ok,
-                "score": max(compute_f1(a, value) for a in answers),
-                "em": float(max(compute_exact(a, value) for a in answers)),
+                "score": max(compute_f1(a, r) for a in answers for r in readings),
+                "em": float(max(compute_exact(a, r) for a in answers for r in readings)),
                 "has_answer": has_answer,
                 "ref_parsed": ref_pred,
                 "ref_score": _ref_squad_f1(ref_pred, _ref_squad_gold(gold)),
@@ -665,12 +818,12 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
         rows.append(row)
 
     columns = ["parsed", "parsed_ok", "score"]
-    columns += {"arc": ["gold_letter"], "openmath": ["abs_diff"], "squad_v2": ["em", "has_answer"]}[task]
+    columns += {"arc": ["gold_letter"], "openmath": ["abs_diff", "math_verify_ok"], "squad_v2": ["em", "has_answer"]}[task]
     columns += ["ref_parsed", "ref_score"]
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.astype({"parsed_ok": bool, "score": float, "ref_score": float})
     if task == "openmath":
-        frame["abs_diff"] = frame["abs_diff"].astype(float)
+        frame = frame.astype({"abs_diff": float, "math_verify_ok": bool})
     if task == "squad_v2":
         frame = frame.astype({"em": float, "has_answer": bool})
     return frame
@@ -684,20 +837,24 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _corrected_macro_f1(gold_letters: Sequence[str], preds: Sequence[str | None]) -> float:
-    """Macro-F1 over A-D; an unparsed prediction (None) is a 5th column that no class owns."""
-    cols = {c: i for i, c in enumerate(ARC_LETTERS)}  # unparsed -> column 4
-    cm = [[0] * 5 for _ in range(4)]
-    for g, p in zip(gold_letters, preds):
-        cm[cols[g]][cols.get(p, 4) if p is not None else 4] += 1
+    """Macro-F1 over A-D, plus E when E occurs in gold or predictions.
+
+    An unparsed prediction (None) is a miss of its gold class and a prediction of no class; a
+    class predicted but never gold has F1 0; per-class precision/recall/F1 are 0 when their
+    denominator is 0. With A-D only the classes, and so the value, are those of the 4-option
+    matrix.
+    """
+    classes = list(ARC_LETTERS)
+    classes += [c for c in ARC_OPTION_LETTERS if c not in classes and (c in gold_letters or c in preds)]
     f1s = []
-    for i in range(4):
-        tp = cm[i][i]
-        fp = sum(cm[r][i] for r in range(4)) - tp
-        fn = sum(cm[i]) - tp
+    for c in classes:
+        tp = sum(g == c and p == c for g, p in zip(gold_letters, preds))
+        fp = sum(g != c and p == c for g, p in zip(gold_letters, preds))
+        fn = sum(g == c and p != c for g, p in zip(gold_letters, preds))
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    return sum(f1s) / 4
+    return sum(f1s) / len(classes)
 
 
 _REQUIRED = {
@@ -716,12 +873,16 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
     with ``reference_metrics``. Other columns are ignored.
 
     ``corrected`` (fractions 0..1; a mean over no item is None):
-    * ``arc``: ``accuracy``, ``macro_f1`` (over A-D; an unparsed reply is a false negative
-      of its gold class and a prediction of no class; per-class precision/recall/F1 are 0
-      when their denominator is 0), ``parse_rate``, ``n``;
+    * ``arc``: ``accuracy``, ``macro_f1`` (over A-D, plus E when E occurs in gold or
+      predictions; an unparsed reply is a false negative of its gold class and a prediction
+      of no class; per-class precision/recall/F1 are 0 when their denominator is 0),
+      ``parse_rate``, ``n``;
     * ``openmath``: ``accuracy`` (unparsed = wrong, over all n), ``mean_abs_diff`` (the
       reference study's metric, recomputed with the corrected parser, over parsed replies),
-      ``median_abs_diff`` (over parsed replies), ``parse_rate``, ``n``;
+      ``median_abs_diff`` (over parsed replies), ``math_verify_accuracy`` (share of
+      ``math_verify_ok`` over all n; computed from ``reply``/``gold`` when the column is
+      missing), ``math_verify_agreement`` (share of items where ``math_verify_ok`` equals
+      ``score == 1``), ``parse_rate``, ``n``;
     * ``squad_v2``: ``em``, ``f1``, ``has_ans_em``, ``has_ans_f1``, ``no_ans_em`` (= no-answer
       accuracy), ``n_has_ans``, ``n_no_ans``, ``parse_rate``, ``n``.
 
@@ -751,10 +912,14 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
         }
     elif task == "openmath":
         diffs = [float(d) for d, ok in zip(items["abs_diff"], parsed_ok) if ok]
+        verified = items["math_verify_ok"] if "math_verify_ok" in items.columns else openmath_math_verify(items)
+        verified = [bool(x) for x in verified]
         corrected = {
             "accuracy": _mean(scores),
             "mean_abs_diff": _mean(diffs),
             "median_abs_diff": float(statistics.median(diffs)) if diffs else None,
+            "math_verify_accuracy": _mean([float(v) for v in verified]),
+            "math_verify_agreement": _mean([float(v == (s == 1.0)) for v, s in zip(verified, scores)]),
             "parse_rate": parse_rate,
             "n": n,
         }

@@ -211,23 +211,52 @@ def _snakemake_running_in(directory: Path) -> bool:
     return False
 
 
-def run_study(study: str, *, profile: str = "profiles/default", directory: str | None = None,
-              config: list[str] | None = None, snakemake_args: list[str] | None = None) -> int:
+def _profile_dir(profile: str) -> Path:
+    path = resolve_path(profile)
+    if not (path / "config.yaml").is_file() and not (path / "profile.yaml").is_file():
+        known = sorted(str(p.parent.relative_to(repo_root())) for p in (repo_root() / "profiles").glob("*/config.yaml"))
+        raise ConfigError(f"profile {profile!r} does not exist (no config.yaml in {path}); "
+                          f"profiles: {', '.join(known)} (profiles/default was renamed profiles/local)")
+    return path
+
+
+def _is_local_profile(path: Path) -> bool:
+    settings = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    return settings.get("executor", "local") == "local"
+
+
+def run_study(study: str, *, profile: str = "profiles/local", directory: str | None = None,
+              config: list[str] | None = None, gpus: str | int | None = None,
+              snakemake_args: list[str] | None = None) -> int:
     """`snakemake --profile ... --config study=...`; a lock left by a killed run (no Snakemake
-    alive in that directory) is cleared first, so a killed study simply starts again."""
+    alive in that directory) is cleared first, so a killed study simply starts again.
+    With a local profile, `gpus` jobs run at once, one per GPU (default: the GPUs detected;
+    1 on a CPU-only machine); see peftlab.slots."""
     import subprocess
+
+    from .slots import parse_gpus
 
     # The whole study is validated here, so a mistake is one message before Snakemake starts.
     check_plan(load_plan(study))
     workdir = Path(directory).resolve() if directory else repo_root()
+    profile_dir = _profile_dir(profile)
+    extra: list[str] = []
+    if _is_local_profile(profile_dir):
+        slots = parse_gpus(gpus)
+        extra = ["--resources", f"accelerator={slots}"]
+        print(f"local run: {slots} job(s) at once ({'one per GPU' if slots > 1 else 'all cores each'})",
+              file=sys.stderr)
+    elif gpus not in (None, "", "auto"):
+        raise ConfigError(f"GPUS={gpus!r} applies to local profiles only; {profile} submits each job with its own "
+                          "GPU request (gres in its config.yaml), and `jobs:` there sets how many run at once")
     snakemake = str(Path(sys.executable).parent / "snakemake")
     base = [snakemake, "-s", str(repo_root() / "workflow" / "Snakefile"), "--directory", str(workdir),
-            "--profile", str(resolve_path(profile))]
+            "--profile", str(profile_dir)]
     locks = workdir / ".snakemake" / "locks"
     if locks.is_dir() and any(locks.iterdir()) and not _snakemake_running_in(workdir):
         print("clearing a stale Snakemake lock left by an interrupted run", file=sys.stderr)
         subprocess.run(base + ["--unlock", "--config", f"study={study}"], check=True, capture_output=True)
-    return subprocess.run(base + [*(snakemake_args or []), "--config", f"study={study}", *(config or [])],
+    return subprocess.run(base + extra + [*(snakemake_args or []), "--config", f"study={study}", *(config or [])],
                           cwd=workdir).returncode
 
 
@@ -239,21 +268,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study")
     p.add_argument("job")
     p.add_argument("--task")
-    f = sub.add_parser("accept-failed", help="exit 0 if the result file exists and records a failure")
-    f.add_argument("result")
+    f = sub.add_parser("accept-failed", help="exit 0 if every result file exists and one records a failure")
+    f.add_argument("result", nargs="+")
     s = sub.add_parser("show", help="list a study's jobs")
     s.add_argument("study")
     r = sub.add_parser("run", help="run a study with Snakemake, clearing a stale lock left by a killed run")
     r.add_argument("study")
-    r.add_argument("--profile", default="profiles/default")
+    r.add_argument("--profile", default="profiles/local")
+    r.add_argument("--gpus", default=None,
+                   help="local profiles: jobs at once, one per GPU (default: the GPUs detected, 1 without any)")
     r.add_argument("--directory", default=None, help="Snakemake's working directory (default: the project root)")
     r.add_argument("--config", nargs="*", default=[], dest="extra_config",
                    help="more `key=value` Snakemake config entries (e.g. retry_failed=1)")
     args = parser.parse_args(argv)
     if args.command == "run":
         try:
-            return run_study(args.study, profile=args.profile, directory=args.directory, config=args.extra_config)
-        except ConfigError as exc:
+            return run_study(args.study, profile=args.profile, directory=args.directory,
+                             config=args.extra_config, gpus=args.gpus)
+        except (ConfigError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "params":
@@ -262,17 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "accept-failed":
         from .results import ResultError, read_record
 
-        try:
-            record = read_record(args.result)
-        except ResultError as exc:
-            print(f"no failure record: {exc}", file=sys.stderr)
-            return 1
-        if record["status"] == "failed":
-            error = record.get("error", {})
-            print(f"recorded as failed ({error.get('phase')}): {error.get('type')}: {error.get('message')}",
-                  file=sys.stderr)
-            return 0
-        return 1
+        failed = 0
+        for result in args.result:  # a job evaluating several tasks writes one record each
+            try:
+                record = read_record(result)
+            except ResultError as exc:
+                print(f"no failure record: {exc}", file=sys.stderr)
+                return 1
+            if record["status"] == "failed":
+                error = record.get("error", {})
+                print(f"{result}: recorded as failed ({error.get('phase')}): {error.get('type')}: "
+                      f"{error.get('message')}", file=sys.stderr)
+                failed += 1
+        return 0 if failed else 1
     plan = load_plan(args.study)
     print(f"study {plan.study}: {len(plan.train)} train jobs, {len(plan.eval_targets())} evaluate jobs -> {plan.out}")
     for name, job in plan.models.items():

@@ -6,27 +6,62 @@ def _run_dir(wc):
     return "''" if wc.model.startswith("base-") else f"{OUT}/runs/{wc.model}"
 
 
-rule evaluate:
-    input:
-        _train_record,
-    output:
-        f"{OUT}/runs/{{model}}/eval-{{task}}.json",
-    params:
-        folder=f"{OUT}/runs/{{model}}",
-        run_dir=_run_dir,
-    log:
-        f"{OUT}/logs/evaluate-{{model}}-{{task}}.log",
-    threads: workflow.cores
-    resources:
-        accelerator=1,
-        mem_mb=16000,
-        runtime=120,
-    shell:
-        "mkdir -p {params.folder} && "
-        "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} "
-        "> {params.folder}/params-eval-{wildcards.task}.yaml && "
-        "( OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_MININTERVAL=5 "
-        "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
-        "-f {params.folder}/params-eval-{wildcards.task}.yaml -p run_dir {params.run_dir} "
-        "--cwd notebooks > {log} 2>&1 "
-        "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
+# One job per (model, task) on a cluster, where jobs run side by side; on one machine, where
+# they run one after another, one job per model: one kernel start and one model load for all
+# its tasks (`--config eval_jobs=per_task|per_model` chooses).
+EVAL_JOBS = config.get("eval_jobs") or ("per_task" if SLOTS == 0 else "per_model")
+if EVAL_JOBS not in ("per_task", "per_model"):
+    raise ValueError(f"eval_jobs={EVAL_JOBS!r} is not allowed; allowed: per_task, per_model")
+
+
+if EVAL_JOBS == "per_model":
+
+    rule evaluate_model:
+        input:
+            _train_record,
+        output:
+            [f"{OUT}/runs/{{model}}/eval-{task}.json" for task in PLAN.eval_tasks],
+        params:
+            folder=f"{OUT}/runs/{{model}}",
+            run_dir=_run_dir,
+            cores=job_cores,
+        log:
+            f"{OUT}/logs/evaluate-{{model}}.log",
+        threads: JOB_THREADS
+        resources:
+            accelerator=1,
+        shell:
+            "mkdir -p {params.folder} && "
+            "{PY} -m peftlab.study params {STUDY} {wildcards.model} > {params.folder}/params-eval.yaml && "
+            "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
+            "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate.ipynb "
+            "-f {params.folder}/params-eval.yaml -p run_dir {params.run_dir} "
+            "--cwd notebooks > {log} 2>&1 "
+            "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
+
+
+else:
+
+    rule evaluate:
+        input:
+            _train_record,
+        output:
+            f"{OUT}/runs/{{model}}/eval-{{task}}.json",
+        params:
+            folder=f"{OUT}/runs/{{model}}",
+            run_dir=_run_dir,
+            cores=job_cores,
+        log:
+            f"{OUT}/logs/evaluate-{{model}}-{{task}}.log",
+        threads: JOB_THREADS
+        resources:
+            accelerator=1,
+        shell:
+            "mkdir -p {params.folder} && "
+            "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} "
+            "> {params.folder}/params-eval-{wildcards.task}.yaml && "
+            "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
+            "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
+            "-f {params.folder}/params-eval-{wildcards.task}.yaml -p run_dir {params.run_dir} "
+            "--cwd notebooks > {log} 2>&1 "
+            "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"

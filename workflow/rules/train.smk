@@ -6,19 +6,18 @@ rule train:
     params:
         config_hash=lambda wc: train_hash(PLAN, wc.run),  # a changed config reruns the job
         folder=f"{OUT}/runs/{{run}}",
+        cores=job_cores,
     log:
         f"{OUT}/logs/train-{{run}}.log",
-    threads: workflow.cores
+    threads: JOB_THREADS
     resources:
         accelerator=1,
-        mem_mb=16000,
-        runtime=240,
     wildcard_constraints:
         run="(?!base-)[^/]+",
     shell:
         "mkdir -p {params.folder} && "
         "{PY} -m peftlab.study params {STUDY} {wildcards.run} > {params.folder}/params-train.yaml && "
-        "( OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_MININTERVAL=5 "
+        "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
         "{BIN}/papermill --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
         "--cwd notebooks > {log} 2>&1 "
         "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"

@@ -1,0 +1,1 @@
+"""The benchmark's parts; `bench/benchmark.py` runs them and writes outputs/bench/."""

@@ -1,0 +1,53 @@
+"""What the benchmark's parts share: the output folder, the matmul peak, comparisons."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from peftlab.config import repo_root
+
+OUT = repo_root() / "outputs" / "bench"
+
+
+def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> dict:
+    """Best sustained FLOP/s of a square matmul, per dtype, on this device and thread count."""
+    result = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        torch.mm(a, b)  # warm-up
+        best = math.inf
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - started)
+        result[str(dtype).replace("torch.", "")] = 2 * size**3 / best
+    return {"size": size, "threads": torch.get_num_threads(), "flops": result}
+
+
+def rel_diff(value: float | None, reference: float | None) -> float | None:
+    """|value - reference| / |reference|; None when either is missing or the reference is 0."""
+    if value is None or reference is None or reference == 0:
+        return None
+    return abs(value - reference) / abs(reference)
+
+
+def share_equal(pairs) -> float | None:
+    """The share of pairs whose two sides are equal (None for no pairs)."""
+    pairs = list(pairs)
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+
+
+def peak_memory_gb(memory: dict | None) -> float | None:
+    """The headline figure of a record's `memory` entry: peak RSS on a CPU, the CUDA
+    allocator's peak reserved on a GPU (the entry's label says which)."""
+    if not memory:
+        return None
+    return memory.get("peak_rss_gb", memory.get("peak_reserved_gb"))
