@@ -112,10 +112,9 @@ def test_the_local_workflow_runs_one_job_per_slot(tmp_path, slots, threads):
                          cwd=repo_root(), capture_output=True, text=True, env=dict(os.environ, PEFTLAB_ROOT=str(repo_root())))
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
-    # 2 train + 3 evaluate (on one machine, one evaluation job per model for all its tasks)
-    assert text.count(f"-m peftlab.slots --slots {slots} ") == 5 and "--cores 4 --" in text
+    assert text.count(f"-m peftlab.slots --slots {slots} ") == 8 and "--cores 4 --" in text  # 2 train + 6 evaluate
     counts = [line.split(":")[1].strip() for line in text.splitlines() if line.strip().startswith("threads:")]
-    assert counts == [threads] * 5, counts
+    assert counts == [threads] * 8, counts
 
 
 def test_gpus_is_for_local_profiles_and_a_missing_profile_is_named(tmp_path):

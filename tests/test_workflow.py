@@ -179,3 +179,14 @@ def test_smoke_report_pages_pass_the_visual_check(smoke_study, tmp_path):
     assert checked["figures"]["problems"] == [] and checked["figures"]["figures"] >= 4
     html = (report / "report.html").read_text()
     assert '<nav class="toc" id="toc"><ul>' in html and html.count("<details") == 9
+
+
+def test_local_runs_evaluate_each_model_in_one_job(tmp_path, capfd):
+    """Through `peftlab study` with a local profile: one evaluation job per model (one load for all
+    its tasks); a cluster profile keeps one job per (model, task)."""
+    from peftlab.study import run_study
+
+    assert run_study("smoke", directory=str(tmp_path), snakemake_args=["--dry-run", "--forceall"]) == 0
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert "evaluate_model" in text and "rule evaluate:" not in text

@@ -244,6 +244,8 @@ def run_study(study: str, *, profile: str = "profiles/local", directory: str | N
     if _is_local_profile(profile_dir):
         slots = parse_gpus(gpus)
         extra = ["--resources", f"accelerator={slots}"]
+        if not any(entry.startswith("eval_jobs=") for entry in config or []):
+            config = [*(config or []), "eval_jobs=per_model"]  # one machine: one load per model
         print(f"local run: {slots} job(s) at once ({'one per GPU' if slots > 1 else 'all cores each'})",
               file=sys.stderr)
     elif gpus not in (None, "", "auto"):

@@ -6,11 +6,10 @@ def _run_dir(wc):
     return "''" if wc.model.startswith("base-") else f"{OUT}/runs/{wc.model}"
 
 
-# One job per (model, task) on a cluster, where jobs run side by side; on one machine, where
-# they run one after another, one job per model: one kernel start and one model load for all
-# its tasks (`--config eval_jobs=per_task|per_model` chooses).
-EVAL_JOBS = config.get("eval_jobs") or (
-    "per_task" if SLOTS == 0 or workflow.non_local_exec or workflow.remote_exec else "per_model")
+# One job per (model, task), as a cluster runs them side by side; `--config eval_jobs=per_model`
+# makes one job per model (one kernel start and one model load for all its tasks), which
+# `peftlab study` passes for local profiles, where jobs run one after another.
+EVAL_JOBS = config.get("eval_jobs", "per_task")
 if EVAL_JOBS not in ("per_task", "per_model"):
     raise ValueError(f"eval_jobs={EVAL_JOBS!r} is not allowed; allowed: per_task, per_model")
 
