@@ -43,6 +43,7 @@ Memory
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -360,13 +361,19 @@ class Analysis:
         repeated timing passes of either, and the spread of per-token cost between runs of one
         architecture in this study (equal by construction, so all of it is run-to-run noise)."""
         noise = [v for v in (ra.get("timing_noise_rel"), rb.get("timing_noise_rel")) if pd.notna(v)]
-        rows = self.cfg[self.cfg["task"] == task]
-        for _, group in rows.groupby("base"):
+        noise += self._slope_spread(task)
+        return max(noise) if noise else math.nan
+
+    @functools.cache  # noqa: B019 (one Analysis per report; the table does not change)
+    def _slope_spread(self, task: str) -> list[float]:
+        """Per architecture, the relative spread of per-token cost between its runs on ``task``."""
+        spread = []
+        for _, group in self.cfg[self.cfg["task"] == task].groupby("base"):
             slopes = group["slope_s_per_token"].dropna()
             slopes = slopes[slopes > 0]
             if len(slopes) >= 2:
-                noise.append(float((slopes.max() - slopes.min()) / slopes.mean()))
-        return max(noise) if noise else math.nan
+                spread.append(float((slopes.max() - slopes.min()) / slopes.mean()))
+        return spread
 
     def adjust(self, comparisons: list[dict], family: str) -> pd.DataFrame:
         """Holm within ``family``; intervals, verdicts and detectable differences."""
