@@ -78,6 +78,24 @@ def _growing_layer_class():
             self.limit, self.length = limit, 0
             self.key_buffer = self.value_buffer = None
 
+        @classmethod
+        def reserved(cls, batch: int, keys, values, limit: int):
+            """A layer for `batch` rows with `limit` positions allocated up front (zeros: a
+            left-pad position must hold finite values, as attention masks it by weight 0)."""
+            layer = cls(limit)
+            layer.device, layer.is_initialized = keys.device, True
+            layer.key_buffer = keys.new_zeros((batch, keys.shape[1], limit, keys.shape[-1]))
+            layer.value_buffer = values.new_zeros((batch, values.shape[1], limit, values.shape[-1]))
+            return layer
+
+        def write_row(self, row: int, pad: int, keys, values) -> None:
+            """Place one prompt's keys and values (heads x tokens x dim) after its `pad` left-pad positions."""
+            end = pad + keys.shape[-2]
+            self.key_buffer[row, :, pad:end] = keys
+            self.value_buffer[row, :, pad:end] = values
+            self.length = max(self.length, end)
+            self.keys, self.values = self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length]
+
         def _room(self, needed: int) -> None:
             capacity = 0 if self.key_buffer is None else self.key_buffer.shape[-2]
             if needed <= capacity:
@@ -121,30 +139,39 @@ def _prefill(model, input_ids, attention_mask, cache_keyword: str, room: int | N
     left-padded into one batch cache. Returns the cache and each prompt's last logits.
 
     `room`: the most tokens the batch cache will hold (prompt width + new tokens); given, the
-    cache is one of growing buffers (`_growing_layer_class`), else a `DynamicCache`."""
+    cache is one of growing buffers (`_growing_layer_class`) allocated once at that size, and
+    each prompt's cache is copied in and dropped as soon as it is computed, so at most one
+    prompt's own cache exists beside the batch cache (peak memory: the batch cache, not twice
+    it). Without `room`, a `DynamicCache` built from all the prompts' caches at the end."""
     from transformers import DynamicCache
     from transformers.cache_utils import Cache
 
     width = input_ids.shape[1]
-    own_caches, pads, last_logits = [], [], []
-    for ids, mask in zip(input_ids, attention_mask):
+    own_caches, pads, last_logits, layers = [], [], [], None
+    for row, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
         real = ids[mask.bool()][None]
         own = DynamicCache(config=model.config)
         output = model(input_ids=real, use_cache=True, logits_to_keep=1, **{cache_keyword: own})
-        own_caches.append(own)
-        pads.append(width - real.shape[1])
         last_logits.append(output.logits[:, -1, :])
+        pad = width - real.shape[1]
+        if room is None:
+            own_caches.append(own)
+            pads.append(pad)
+            continue
+        if layers is None:
+            growing = _growing_layer_class()
+            layers = [growing.reserved(len(input_ids), layer.keys, layer.values, room) for layer in own.layers]
+        for layer, own_layer in zip(layers, own.layers):
+            layer.write_row(row, pad, own_layer.keys[0], own_layer.values[0])
+        del own, output
+    if layers is not None:
+        return Cache(layers=layers), torch.cat(last_logits)
 
     def left_padded(tensors):
         return torch.cat([torch.nn.functional.pad(t, (0, 0, pad, 0)) for t, pad in zip(tensors, pads)])
 
-    n_layers = len(own_caches[0].layers)
-    if room is None:
-        cache = DynamicCache(config=model.config)
-    else:
-        growing = _growing_layer_class()
-        cache = Cache(layers=[growing(room) for _ in range(n_layers)])
-    for index in range(n_layers):
+    cache = DynamicCache(config=model.config)
+    for index in range(len(own_caches[0].layers)):
         cache.update(left_padded([own.layers[index].keys for own in own_caches]),
                      left_padded([own.layers[index].values for own in own_caches]), index)
     return cache, torch.cat(last_logits)
