@@ -7,14 +7,14 @@ import yaml
 
 from peftlab.config import (
     SCHEMA,
-    TRAIN_IDENTITY_KEYS,
     ConfigError,
-    config_hash,
     effective_alpha,
     effective_learning_rate,
     params_dir,
     resolve_config,
+    train_hash,
 )
+from peftlab.methods import METHODS
 
 
 def test_defaults_document_every_key_with_a_comment():
@@ -85,12 +85,25 @@ def test_protocol_defaults_for_learning_rate_and_alpha():
     ref = resolve_config(overrides={"protocol": "reference", "method": "vera", "rank": 256})
     assert effective_learning_rate(ref) == 1e-5 and effective_alpha(ref) == 16
     cor = resolve_config(overrides={"protocol": "corrected", "method": "vera", "rank": 256})
-    assert effective_learning_rate(cor) == cor["lr_vera"] and effective_alpha(cor) == 256
+    assert effective_learning_rate(cor) == METHODS["vera"].learning_rate and effective_alpha(cor) == 256
     explicit = resolve_config(overrides={"learning_rate": 3e-4, "alpha": 32})
     assert effective_learning_rate(explicit) == 3e-4 and effective_alpha(explicit) == 32
 
 
 def test_config_hash_changes_with_training_settings_only():
     a = resolve_config()
-    assert config_hash(a, TRAIN_IDENTITY_KEYS) == config_hash(dict(a, out_dir="/elsewhere"), TRAIN_IDENTITY_KEYS)
-    assert config_hash(a, TRAIN_IDENTITY_KEYS) != config_hash(dict(a, rank=32), TRAIN_IDENTITY_KEYS)
+    assert train_hash(a) == train_hash(dict(a, out_dir="/elsewhere", n_eval=7, eval_tasks=["arc"]))
+    assert train_hash(a) != train_hash(dict(a, rank=32))
+
+
+def test_a_run_identity_holds_its_methods_keys_and_resolved_learning_rate():
+    full = resolve_config(overrides={"method": "full"})
+    # a rank or adapter setting means nothing to full fine-tuning: same run
+    assert train_hash(full) == train_hash(dict(full, rank=64, dropout=0.3))
+    vera = resolve_config(overrides={"method": "vera"})
+    assert train_hash(vera) != train_hash(dict(vera, vera_d_initial=0.5))
+    lora = resolve_config(overrides={"method": "lora"})
+    assert train_hash(lora) == train_hash(dict(lora, vera_d_initial=0.5))
+    # the default learning rate is part of the identity once resolved
+    assert train_hash(lora) == train_hash(dict(lora, learning_rate=METHODS["lora"].learning_rate))
+    assert train_hash(lora) != train_hash(dict(lora, learning_rate=1e-3))

@@ -12,7 +12,8 @@ import torch
 
 from peftlab.config import ConfigError, resolve_config
 from peftlab.data import load_rows
-from peftlab.evaluate import _latency_summary, item_cluster, latency_fit, passage_cluster, run_evaluation
+from peftlab.evaluate import _latency_summary, item_cluster, latency_fit, run_evaluation
+from peftlab.tasks import passage_cluster
 from peftlab.memory import PhaseMemory
 from peftlab.train import run_training
 

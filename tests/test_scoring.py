@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from peftlab.tasks import TASKS
 from peftlab import config, scoring
 from peftlab.scoring import (
     extract_boxed,
@@ -34,7 +35,7 @@ def scored(task, replies, golds):
 
 
 def test_tasks_match_config():
-    assert scoring.TASKS == config.TASKS == ("arc", "openmath", "squad_v2")
+    assert tuple(TASKS) == config.TASKS == ("arc", "openmath", "squad_v2")
 
 
 @pytest.mark.parametrize(

@@ -50,45 +50,27 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import scoring
-from .stats import aggregate_seeds, cluster_bootstrap_diff, holm, min_detectable, normal_test, proportion_diff, z_value
+from .stats import aggregate_seeds, cluster_bootstrap_diff, holm, macro_f1_codes, min_detectable, normal_test, proportion_diff, z_value
 from .study_records import StudyRecords, _sort_key
+from .tasks import TASKS, Measure
 
 ALPHA = 0.05
 MIN_N = 20
 N_BOOT = 2000
 MEMORY_TOLERANCE = 0.05  # memory figures within 5 % of each other count as equal (one measurement per run)
-ARC_CLASSES = ("A", "B", "C", "D", "E")
 
 
-@dataclass(frozen=True)
-class Measure:
-    name: str
-    label: str
-    unit: str
-    higher_is_better: bool
-    statistic: str = "mean"  # or "macro_f1"
-    digits: int = 1
-
-
+# Per-item measures: the tasks' own (their registry entries) and the cost measures every task has.
 MEASURES = {m.name: m for m in (
-    Measure("arc_macro_f1", "ARC macro-F1", "", True, "macro_f1", 3),
-    Measure("arc_accuracy", "ARC accuracy", "%", True),
-    Measure("openmath_accuracy", "OpenMath exact-match accuracy", "%", True),
-    Measure("openmath_math_verify", "OpenMath equivalence accuracy (math-verify)", "%", True),
-    Measure("squad_f1", "SQuAD v2 F1", "%", True),
-    Measure("squad_em", "SQuAD v2 exact match", "%", True),
-    Measure("latency_s", "batch-1 latency", "s", False, digits=3),
-    Measure("tokens", "generated tokens", "tokens", False),
+    *(m for task in TASKS.values() for m in task.measures),
+    Measure("latency_s", "batch-1 latency", "s", {"corrected": ("latency_s", 1.0), "reference": ("latency_s", 1.0)},
+            higher_is_better=False, digits=3, words="s", short="latency s"),
+    Measure("tokens", "generated tokens", "tokens", {"corrected": ("tokens_generated", 1.0),
+                                                     "reference": ("tokens_generated", 1.0)}, higher_is_better=False,
+            words="tokens", short="tokens"),
 )}
 # Per task, the efficacy measures in order of preference: per-item first, counts last.
-EFFICACY_MEASURES = {"arc": ("arc_macro_f1", "arc_accuracy"), "openmath": ("openmath_accuracy",),
-                     "squad_v2": ("squad_f1", "squad_em")}
-
-
-def _codes(values) -> np.ndarray:
-    lookup = {c: i for i, c in enumerate(ARC_CLASSES)}
-    return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in values], dtype=int)
+EFFICACY_MEASURES = {name: task.efficacy_measures for name, task in TASKS.items()}
 
 
 def item_values(frame: pd.DataFrame | None, measure: str, scoring_name: str) -> pd.DataFrame | None:
@@ -106,31 +88,16 @@ def item_values(frame: pd.DataFrame | None, measure: str, scoring_name: str) -> 
             return None
         return frame[name]
 
-    if measure == "arc_macro_f1":
-        if reference:
-            if column("gold") is None or "ref_parsed" not in frame.columns:
-                return None
-            out["g"] = _codes(frame["gold"].map(scoring._ref_arc_gold))
-            out["p"] = _codes(frame["ref_parsed"].map(lambda p: p or None))
-        else:
-            if column("gold_letter") is None or "parsed" not in frame.columns:
-                return None
-            out["g"] = _codes(frame["gold_letter"])
-            out["p"] = _codes(frame["parsed"].where(frame["parsed_ok"].astype(bool)))
+    spec = MEASURES[measure]
+    if spec.statistic == "macro_f1":
+        classes = spec.classes(frame, scoring_name)
+        if classes is None:
+            return None
+        out["g"], out["p"] = classes["g"].to_numpy(), classes["p"].to_numpy()
         return out
-    source = {
-        "arc_accuracy": ("ref_score" if reference else "score", 100.0),
-        "openmath_accuracy": ("ref_score" if reference else "score", 100.0),
-        "openmath_math_verify": (None if reference else "math_verify_ok", 100.0),
-        "squad_f1": ("ref_score" if reference else "score", 100.0),
-        "squad_em": (None if reference else "em", 100.0),
-        "latency_s": ("latency_s", 1.0),
-        "tokens": ("tokens_generated", 1.0),
-    }[measure]
-    name, factor = source
-    if name == "math_verify_ok" and column(name) is None and {"reply", "gold"} <= set(frame.columns) \
-            and hasattr(scoring, "openmath_math_verify"):
-        values = scoring.openmath_math_verify(frame)  # items written before the column existed
+    name, factor = spec.columns.get(scoring_name, (None, 1.0))
+    if name and column(name) is None and spec.recompute is not None and {"reply", "gold"} <= set(frame.columns):
+        values = spec.recompute(frame)  # items written before the column existed
     else:
         values = column(name) if name else None
     if values is None:
@@ -187,10 +154,10 @@ class Analysis:
         for name in EFFICACY_MEASURES.get(row["task"], ()):
             data = self.data(row["model"], row["task"], name, row["scoring"])
             if data is not None and len(data):
-                if MEASURES[name].statistic == "macro_f1":
-                    value = cluster_bootstrap_diff([data[["g", "p"]].to_numpy()], [data[["g", "p"]].to_numpy()],
-                                                   data["cluster"], statistic="macro_f1", n_classes=5,
-                                                   fixed_classes=row["scoring"] == "reference", n_boot=1)["a"]
+                measure = MEASURES[name]
+                if measure.statistic == "macro_f1":
+                    value = macro_f1_codes(data[["g", "p"]].to_numpy(), len(measure.class_labels[row["scoring"]]),
+                                           fixed_classes=row["scoring"] == "reference")
                 else:
                     value = float(data["v"].mean())
                 return value, name
@@ -336,7 +303,8 @@ class Analysis:
         clusters = frames_a[0].set_index("id").loc[ids, "cluster"].tolist()
         fixed = ra["scoring"] == "reference"
         result = cluster_bootstrap_diff(runs(frames_a), runs(frames_b), clusters, statistic=measure.statistic,
-                                        n_classes=4 if fixed else 5, fixed_classes=fixed, n_boot=self.n_boot,
+                                        n_classes=len(measure.class_labels.get(ra["scoring"], ())),
+                                        fixed_classes=fixed, n_boot=self.n_boot,
                                         seed=self.seed)
         return {"n": result["n"], "n_clusters": result["n_clusters"], "a_value": result["a"], "b_value": result["b"],
                 "diff": result["estimate"], "center": result["estimate"], "se": result["se"],

@@ -17,22 +17,19 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-METHODS = ("full", "lora", "dora", "vera")
-TASKS = ("arc", "openmath", "squad_v2")
+from .errors import ConfigError
+from .methods import METHODS as METHOD_REGISTRY
+from .methods import REFERENCE_ALPHA, REFERENCE_LEARNING_RATE, effective_alpha, effective_learning_rate  # noqa: F401
+from .tasks import TASKS as TASK_REGISTRY
+
+METHODS = tuple(METHOD_REGISTRY)
+TASKS = tuple(TASK_REGISTRY)
 PROTOCOLS = ("reference", "corrected")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 DATA_SOURCES = ("reference", "hf", "hub")  # or a local directory <dir>/<task>/{train,test}.jsonl
 # Experiment trackers TRL's SFTTrainer reports to (`report_to`), with the package each needs.
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio"}
-
-# The reference study's shared hyperparameters (docs/protocols.md), applied by protocol=reference.
-REFERENCE_LEARNING_RATE = 1e-5
-REFERENCE_ALPHA = 16
-
-
-class ConfigError(ValueError):
-    """A parameter is unknown, of the wrong type or out of range."""
 
 
 def repo_root() -> Path:
@@ -189,10 +186,6 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "target_modules": _str_list(None),
     "vera_d_initial": _number(0, inclusive=False),
     "learning_rate": _number(0, inclusive=False, nullable=True),
-    "lr_full": _number(0, inclusive=False),
-    "lr_lora": _number(0, inclusive=False),
-    "lr_dora": _number(0, inclusive=False),
-    "lr_vera": _number(0, inclusive=False),
     "epochs": _number(0, inclusive=False),
     "batch_size": _int(1),
     "grad_accum": _int(1),
@@ -220,13 +213,8 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "fault": _fault,
 }
 
-# Keys that decide what a training run computes; the run's identity hash covers these.
-TRAIN_IDENTITY_KEYS = (
-    "base_model", "dtype", "protocol", "method", "rank", "alpha", "dropout", "target_modules",
-    "vera_d_initial", "learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
-    "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "group_by_length", "padding_free", "mixed_precision", "seed",
-    "train_task", "n_train", "data_source",
-)
+# What decides a training run is the method registry's business (methods.identity): the
+# shared keys, the method's own keys and the resolved learning rate.
 # Keys that decide what an evaluation computes (besides the model evaluated). latency_repeats
 # is left out on purpose: more timing passes refine the same figures, and a finished
 # evaluation stays reusable.
@@ -305,24 +293,15 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else repo_root() / path
 
 
-def effective_learning_rate(config: Mapping[str, Any]) -> float:
-    """An explicit learning_rate wins; else the protocol's default for the method."""
-    if config["learning_rate"] is not None:
-        return float(config["learning_rate"])
-    if config["protocol"] == "reference":
-        return REFERENCE_LEARNING_RATE
-    return float(config[f"lr_{config['method']}"])
-
-
-def effective_alpha(config: Mapping[str, Any]) -> float:
-    """Reference: alpha 16 whatever the rank (the update is scaled by 16/r). Corrected: alpha = r."""
-    if config["alpha"] is not None:
-        return float(config["alpha"])
-    return float(REFERENCE_ALPHA if config["protocol"] == "reference" else config["rank"])
-
-
-def config_hash(config: Mapping[str, Any], keys: tuple[str, ...]) -> str:
-    """A short stable hash of the keys that decide a result."""
-    subset = {key: config[key] for key in keys if key in config}
+def config_hash(config: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> str:
+    """A short stable hash of the keys that decide a result (all of them when `keys` is None)."""
+    subset = {key: config[key] for key in (config if keys is None else keys) if key in config}
     blob = json.dumps(subset, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def train_hash(config: Mapping[str, Any]) -> str:
+    """The identity hash of a training run (methods.identity)."""
+    from .methods import identity
+
+    return config_hash(identity(config))

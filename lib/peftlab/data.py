@@ -20,41 +20,31 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from .config import TASKS, repo_root
+from .errors import PeftlabError
 
 SPLITS = ("train", "test")
 
-REFERENCE_FILES = {
-    "arc": "ai2_arc",
-    "openmath": "OpenMathInstruct-2",
-    "squad_v2": "squad_v2",
-}
-# Shipped HF-schema samples. OpenMathInstruct-2 ships only a train sample: its first
-# HF_OPENMATH_TRAIN_ROWS rows train, the remainder is held out as the test split.
-HF_FILES = {
-    ("arc", "train"): ["arc_easy_train.jsonl"],
-    ("arc", "test"): ["arc_easy_test.jsonl"],
-    ("openmath", "train"): ["openmathinstruct2_train.jsonl"],
-    ("openmath", "test"): ["openmathinstruct2_train.jsonl"],
-    ("squad_v2", "train"): ["squad_v2_train.jsonl"],
-    ("squad_v2", "test"): ["squad_v2_validation.jsonl"],
-}
-HF_OPENMATH_TRAIN_ROWS = 800
-HUB_DATASETS = {  # (dataset id, config name, split name per project split)
-    "arc": ("allenai/ai2_arc", "ARC-Challenge", {"train": "train", "test": "test"}),
-    "openmath": ("nvidia/OpenMathInstruct-2", None, {"train": "train_1M", "test": "train_1M"}),
-    "squad_v2": ("rajpurkar/squad_v2", None, {"train": "train", "test": "validation"}),
-}
 ARC_LABELS = ("A", "B", "C", "D", "E")
 ARC_NUMERIC_LABELS = ("1", "2", "3", "4", "5")
 
 
-class DataError(ValueError):
+class DataError(PeftlabError, ValueError):
     """A data file is missing, or a record in it is malformed."""
 
 
 def data_dir() -> Path:
+    from .config import repo_root  # config reads the task registry, which reads this module
+
     return repo_root() / "data"
+
+
+def _files(task: str):
+    """The task's data files (its registry entry)."""
+    from .tasks import TASKS
+
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    return TASKS[task].data
 
 
 def _bad(where: str, row: int, field: str, problem: str) -> DataError:
@@ -73,7 +63,7 @@ def _text(record: dict, field: str, where: str, row: int, *, allow_empty: bool =
 # --- per-schema row builders ----------------------------------------------------------
 
 
-def _arc_reference(record: dict, where: str, row: int) -> dict:
+def arc_reference(record: dict, where: str, row: int) -> dict:
     question = _text(record, "question", where, row)
     answer = _text(record, "answer", where, row).strip()
     labels = ARC_NUMERIC_LABELS if answer in ARC_NUMERIC_LABELS else ARC_LABELS
@@ -86,7 +76,7 @@ def _arc_reference(record: dict, where: str, row: int) -> dict:
             "answer": answer}
 
 
-def _arc_hf(record: dict, where: str, row: int) -> dict:
+def arc_hf(record: dict, where: str, row: int) -> dict:
     stem = _text(record, "question", where, row)
     choices = record.get("choices")
     if not isinstance(choices, dict) or not isinstance(choices.get("label"), list) \
@@ -115,12 +105,12 @@ def _number_or_text(value: Any, where: str, row: int, field: str) -> float | str
     raise _bad(where, row, field, f"expected a number or a non-empty answer string, got {value!r}")
 
 
-def _openmath_reference(record: dict, where: str, row: int) -> dict:
+def openmath_reference(record: dict, where: str, row: int) -> dict:
     return {"id": f"openmath-{row}", "question": _text(record, "question", where, row),
             "answer": _number_or_text(record.get("answer"), where, row, "answer")}
 
 
-def _openmath_hf(record: dict, where: str, row: int) -> dict:
+def openmath_hf(record: dict, where: str, row: int) -> dict:
     return {"id": f"openmath-{row}", "question": _text(record, "problem", where, row),
             "answer": _number_or_text(record.get("expected_answer"), where, row, "expected_answer")}
 
@@ -131,7 +121,7 @@ def _check_spans(answers: list[str], context: str, where: str, row: int, field: 
             raise _bad(where, row, field, f"answer {answer!r} is not found in the context")
 
 
-def _squad_reference(record: dict, where: str, row: int) -> dict:
+def squad_reference(record: dict, where: str, row: int) -> dict:
     context = _text(record, "context", where, row)
     answer = _text(record, "answer", where, row, allow_empty=True)
     answers = [answer] if answer.strip() else []
@@ -140,7 +130,7 @@ def _squad_reference(record: dict, where: str, row: int) -> dict:
             "answers": answers}
 
 
-def _squad_hf(record: dict, where: str, row: int) -> dict:
+def squad_hf(record: dict, where: str, row: int) -> dict:
     context = _text(record, "context", where, row)
     answers = record.get("answers")
     if not isinstance(answers, dict) or not isinstance(answers.get("text"), list):
@@ -152,15 +142,8 @@ def _squad_hf(record: dict, where: str, row: int) -> dict:
             "context": context, "answers": unique}
 
 
-BUILDERS = {
-    ("arc", "reference"): _arc_reference, ("arc", "hf"): _arc_hf,
-    ("openmath", "reference"): _openmath_reference, ("openmath", "hf"): _openmath_hf,
-    ("squad_v2", "reference"): _squad_reference, ("squad_v2", "hf"): _squad_hf,
-}
-
-
 def _validate_records(task: str, schema: str, records: Iterable[dict], where: str, offset: int = 0) -> list[dict]:
-    build = BUILDERS[(task, schema)]
+    build = _files(task).builders[schema]
     rows = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
@@ -234,26 +217,21 @@ def _plain(value: Any) -> Any:
 def load_rows(*, task: str, split: str, source: str = "reference", n: int | str | None = None) -> list[dict]:
     """The first `n` validated rows of a task's split (all rows when n is None or "all").
     Asking for more rows than the split has is an error, never a silent smaller sample."""
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    files = _files(task)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     if source == "reference":
-        path = data_dir() / "reference-study" / f"{split}-{REFERENCE_FILES[task]}.parquet"
+        path = data_dir() / "reference-study" / f"{split}-{files.reference_file}.parquet"
         rows = _validate_records(task, "reference", _read_file(path), str(path))
         where = str(path)
     elif source == "hf":
         records, paths = [], []
-        for name in HF_FILES[(task, split)]:
+        for name in files.hf_files[split]:
             path = data_dir() / "hf" / name
             records.extend(_read_file(path))
             paths.append(str(path))
-        offset = 0
-        if task == "openmath":
-            if split == "train":
-                records = records[:HF_OPENMATH_TRAIN_ROWS]
-            else:
-                records, offset = records[HF_OPENMATH_TRAIN_ROWS:], HF_OPENMATH_TRAIN_ROWS
+        rows_taken = files.hf_rows.get(split, slice(None))
+        records, offset = records[rows_taken], rows_taken.start or 0
         where = " + ".join(paths)
         rows = _validate_records(task, "hf", records, where, offset)
     else:
@@ -277,15 +255,15 @@ def available_rows(*, task: str, split: str, source: str) -> tuple[int, str] | N
     """(rows in the split, where they are) read from the files' metadata or line counts, without
     validating the rows; None where only loading can tell (the Hub, a missing or other layout)."""
     if source == "reference":
-        path = data_dir() / "reference-study" / f"{split}-{REFERENCE_FILES[task]}.parquet"
+        path = data_dir() / "reference-study" / f"{split}-{_files(task).reference_file}.parquet"
         return (_parquet_rows(path, path.stat().st_mtime_ns), str(path)) if path.is_file() else None
     if source == "hf":
-        paths = [data_dir() / "hf" / name for name in HF_FILES[(task, split)]]
+        files = _files(task)
+        paths = [data_dir() / "hf" / name for name in files.hf_files[split]]
         if not all(p.is_file() for p in paths):
             return None
         count = sum(_line_count(p, p.stat().st_mtime_ns) for p in paths)
-        if task == "openmath":
-            count = min(count, HF_OPENMATH_TRAIN_ROWS) if split == "train" else max(count - HF_OPENMATH_TRAIN_ROWS, 0)
+        count = len(range(count)[files.hf_rows.get(split, slice(None))])
         return count, " + ".join(map(str, paths))
     if source == "hub":
         return None
@@ -331,7 +309,7 @@ def _load_hub(task: str, split: str, source: str) -> tuple[list[dict], str]:
     import datasets
 
     if source == "hub":
-        name, config, split_names = HUB_DATASETS[task]
+        name, config, split_names = _files(task).hub
         location, split_name = name, split_names[split]
     else:
         directory = Path(source).expanduser()

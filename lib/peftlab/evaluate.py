@@ -20,7 +20,6 @@ questions on one passage share a cluster; every other item is its own.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
 from pathlib import Path
@@ -36,7 +35,7 @@ from .generate import generate_batched, render_prompts, time_single
 from .memory import PhaseMemory
 from .models import load_model
 from .results import ResultError, failure, read_record, reusable_record, run_metadata, write_json, write_parquet
-from .tasks import eval_messages, gold
+from .tasks import eval_messages, get_task, gold
 
 LATENCY_SEED = 0  # every model is timed on the same items
 
@@ -75,15 +74,10 @@ def latency_fit(seconds, tokens) -> tuple[float | None, float | None]:
     return float(slope), float(intercept)
 
 
-def passage_cluster(context: str) -> str:
-    """A short stable name of a passage: the first 12 hex digits of its SHA-1."""
-    return hashlib.sha1(context.encode("utf-8")).hexdigest()[:12]
-
-
 def item_cluster(task: str, row: Mapping) -> str:
-    """Items of one cluster are not independent: SQuAD questions on one passage share it;
-    an ARC or OpenMath item is its own cluster (its id)."""
-    return passage_cluster(row["context"]) if task == "squad_v2" else str(row["id"])
+    """Items of one cluster are not independent (the task's registry entry says which share one:
+    SQuAD questions on one passage); otherwise an item is its own cluster."""
+    return get_task(task).cluster(row)
 
 
 def _latency_summary(pass_seconds: list[np.ndarray], tokens: np.ndarray, max_new_tokens: int) -> dict:
@@ -116,10 +110,9 @@ def time_passes(model, tokenizer, prompts: list[str], *, max_new_tokens: int, re
                         desc=f"{desc}, pass {k + 1}/{repeats}") for k in range(repeats)]
 
 
-def _gold_text(task: str, value):
-    if task == "squad_v2":
-        return list(value)
-    return str(value)
+def _gold_text(value):
+    """A gold as the items file keeps it: a list of answers as a list, anything else as text."""
+    return list(value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, dict]:
@@ -207,7 +200,7 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     scored = scoring.score_items(task, replies, golds)
     items = pd.DataFrame({
         "id": [row["id"] for row in rows], "task": task, "prompt": prompts, "reply": replies,
-        "gold": [_gold_text(task, g) for g in golds],
+        "gold": [_gold_text(g) for g in golds],
         "tokens_generated": [g["tokens_generated"] for g in generated],
         "seconds": [g["seconds"] for g in generated],
         "hit_max_new_tokens": [g["tokens_generated"] >= config["max_new_tokens"] for g in generated],

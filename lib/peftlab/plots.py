@@ -6,7 +6,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .study_records import TASK_LABELS
+from .methods import METHODS
+from .study_records import ADAPTERS, BLOCK_ORDER, METHOD_LABELS, TASK_LABELS
+from .tasks import TASKS
 
 
 def plot_loss_curve(record: dict):
@@ -24,9 +26,8 @@ def plot_loss_curve(record: dict):
 
 # --- report figures: all read the `evals` frame of analysis.load_study ----------------
 
-HIGHER_IS_BETTER = {"arc": True, "openmath": False, "squad_v2": True}
-EFFICACY_LABEL = {"arc": "ARC macro-F1 ↑", "openmath": "OpenMath mean |diff| ↓", "squad_v2": "SQuAD v2 F1 (%) ↑"}
-TASK_ORDER = ["arc", "openmath", "squad_v2"]
+EFFICACY_LABEL = {name: task.efficacy_label for name, task in TASKS.items()}
+TASK_ORDER = list(TASKS)
 
 
 def _ok(evals: pd.DataFrame) -> pd.DataFrame:
@@ -36,8 +37,8 @@ def _ok(evals: pd.DataFrame) -> pd.DataFrame:
 
 # --- report figures on configurations (one row per configuration and task, seeds averaged) ---
 
-METHOD_COLOURS = {"Full FT": "#d62728", "LoRA": "#1f77b4", "DoRA": "#2ca02c", "VeRA": "#9467bd", "—": "#7f7f7f"}
-BLOCK_MARKERS = {"Trained on OpenMath": "o", "Trained on SQuAD v2": "s", "Trained on ARC": "^", "Base models": "D"}
+METHOD_COLOURS = {**{method.label: method.colour for method in METHODS.values()}, "—": "#7f7f7f"}
+BLOCK_MARKERS = dict(zip(BLOCK_ORDER, "os^vP*XD"[:len(BLOCK_ORDER) - 1] + "D"))
 
 
 def _method_name(method: str) -> str:
@@ -189,7 +190,7 @@ def plot_rank(evals: pd.DataFrame):
     """Efficacy against adapter rank, one line per method and training task; with several seeds
     the line is their mean and the band their standard deviation."""
     frame = _ok(evals)
-    frame = frame[frame["rank"].notna() & frame["method"].isin(["LoRA", "DoRA", "VeRA"])].copy()
+    frame = frame[frame["rank"].notna() & frame["method"].isin([METHOD_LABELS[m] for m in ADAPTERS])].copy()
     frame["rank"] = frame["rank"].astype(float)
     tasks = [t for t in TASK_ORDER if t in set(frame["task"])]
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 3.6), squeeze=False)

@@ -53,7 +53,9 @@ import pandas as pd
 
 from .config import REFERENCE_ALPHA, REFERENCE_LEARNING_RATE, config_hash, resolve_path
 from .data import load_rows
-from .evaluate import latency_fit, passage_cluster
+from .evaluate import latency_fit
+from .methods import METHODS
+from .tasks import TASKS
 from .results import ResultError, read_record, write_json, write_parquet
 from .study import short_name
 
@@ -77,13 +79,9 @@ DATASETS = {
     "test-squad_v2.parquet": "squad_v2",
 }
 # The study's metric keys per task (all in its units: ARC macro-F1 0..1, the rest as published).
-METRIC_KEYS = {
-    "arc": ("macro_f1",),
-    "openmath": ("avg_abs_diff",),
-    "squad_v2": ("EM", "F1", "HasAns_EM", "HasAns_F1", "NoAns_Accuracy", "AvNA_Accuracy"),
-}
+METRIC_KEYS = {name: TASKS[name].published for name in DATASETS.values()}
 # The study's headline metric per task: (key, higher_is_better).
-HEADLINES = {"arc": ("macro_f1", True), "openmath": ("avg_abs_diff", False), "squad_v2": ("F1", True)}
+HEADLINES = {name: (TASKS[name].efficacy["reference"][0], TASKS[name].higher_is_better) for name in DATASETS.values()}
 
 RAW_METHODS = {"NoPeft": "full", "LoRa": "lora", "DoRa": "dora", "VeRa": "vera"}
 RAW_TASKS = {"openmath": "openmath", "squad": "squad_v2"}
@@ -107,7 +105,7 @@ LATENCY_NOTE = ("mean_s, median_s, std_s, sum_s and tokens_mean, tokens_median, 
                 "file holds them; p90_s, hit_max_new_tokens and the fit from its per-prompt values, s_per_token = "
                 "sum_s / tokens_sum; one timing pass")
 # What `counts.correct` counts per task, and the published percentage it must reproduce.
-COUNT_METRICS = {"arc": "arc_accuracy", "openmath": "openmath_accuracy", "squad_v2": "squad_em"}
+COUNT_METRICS = {name: TASKS[name].count_metric[0] for name in DATASETS.values()}
 
 
 def parse_name(file_name: str) -> dict:
@@ -219,18 +217,19 @@ def _counts(task: str, dataset: dict, metrics: dict, n_items: int, where: str) -
         raise ResultError(f"{where}: correct {counts['correct']} + incorrect {counts['incorrect']} != "
                           f"total_samples {n_items}")
     metric = COUNT_METRICS[task]
-    published = metrics["EM"] if task == "squad_v2" else metrics["accuracy"]
+    key = TASKS[task].count_metric[1]["reference"][0]
+    published = metrics[key]
     if abs(100.0 * counts["correct"] / n_items - published) > 0.005 + 1e-9:  # published to 2 decimals
         raise ResultError(f"{where}: correct/total_samples = {counts['correct']}/{n_items} does not give the "
-                          f"published {'EM' if task == 'squad_v2' else 'accuracy'} {published}")
+                          f"published {key} {published}")
     return {"correct": counts["correct"], "incorrect": counts["incorrect"], "n": n_items, "metric": metric}
 
 
-@functools.lru_cache(maxsize=1)
-def _squad_clusters() -> tuple[str, ...]:
-    """The passage cluster of each item of the study's SQuAD v2 test subset, in order."""
-    return tuple(passage_cluster(row["context"])
-                 for row in load_rows(task="squad_v2", split="test", source="reference"))
+@functools.lru_cache(maxsize=8)
+def _clusters(task: str) -> tuple[str, ...]:
+    """The cluster of each item of the study's test subset of a task, in order (the task's
+    registry entry decides: SQuAD v2 questions on one passage share one)."""
+    return tuple(TASKS[task].cluster(row) for row in load_rows(task=task, split="test", source="reference"))
 
 
 def _provenance(file_name: str, raw: dict) -> dict:
@@ -274,10 +273,10 @@ def _run_config(identity: dict) -> dict:
         method = identity["method"]
         config |= {
             "learning_rate": REFERENCE_LEARNING_RATE,
-            "alpha": REFERENCE_ALPHA if method in ("lora", "dora") else None,
+            "alpha": REFERENCE_ALPHA if METHODS[method].uses_alpha else None,
             "dropout": 0.1 if method != "full" else None,
             "target_modules": TARGET_MODULES if method != "full" else None,
-            "vera_d_initial": 0.1 if method == "vera" else None,
+            "vera_d_initial": 0.1 if "vera_d_initial" in METHODS[method].identity_keys else None,
             "epochs": 1.0,
             "batch_size": 1,
             "grad_accum": 8,
@@ -314,8 +313,9 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
     metrics_raw = _need(dataset, "metrics", where)
     reference = {key: _number(_need(metrics_raw, key, f"{where}.metrics"), f"{where}.metrics.{key}")
                  for key in METRIC_KEYS[task]}
-    if task in ("arc", "openmath"):
-        reference["accuracy"] = _number(_need(dataset, "accuracy", where), f"{where}.accuracy")
+    count_key = TASKS[task].count_metric[1]["reference"][0]
+    if count_key not in reference:  # published beside the metrics (ARC, OpenMath: accuracy)
+        reference[count_key] = _number(_need(dataset, count_key, where), f"{where}.{count_key}")
     format_rate = _number(_need(dataset, "format_success_rate", where), f"{where}.format_success_rate")
     reference["format_success_rate"] = format_rate
     name, higher = HEADLINES[task]
@@ -326,12 +326,12 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
     if not (seconds.size == tokens.size == n_items):
         raise ResultError(f"{where}: {seconds.size} latencies and {tokens.size} token counts for {n_items} items")
     counts = _counts(task, dataset, reference, n_items, where)
-    if task == "squad_v2":
-        clusters = list(_squad_clusters())
-        if len(clusters) != n_items:
-            raise ResultError(f"{where}: {n_items} items but the reference SQuAD v2 test subset has {len(clusters)} rows")
-    else:
+    clusters = list(_clusters(task))
+    if len(set(clusters)) == len(clusters):  # every item its own cluster: named by its position, as its id
         clusters = [str(i) for i in range(n_items)]
+    elif len(clusters) != n_items:
+        raise ResultError(f"{where}: {n_items} items but the reference {TASKS[task].label} test subset has "
+                          f"{len(clusters)} rows")
 
     config = _run_config(identity)
     record = {

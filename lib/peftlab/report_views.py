@@ -20,7 +20,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from .comparisons import MEASURES, configurations
+from .methods import METHODS
 from .study_records import METHOD_LABELS, TASK_LABELS, StudyRecords
+from .tasks import TASKS
 
 DASH = "—"
 MAX_ROWS = 12  # a question's compact table; the appendix has every row
@@ -28,13 +30,9 @@ STATUS_CLASS = {"decisive": "decisive", "tie": "tie", "insufficient data": "insu
 AGREEMENT_TEXT = {True: "agrees", False: "differs", None: "undecided"}
 AGREEMENT_SENTENCE = {True: "agrees with the reference study", False: "differs from the reference study",
                       None: "agreement with the reference study undecided"}
-TASK_ORDER = ("arc", "openmath", "squad_v2")
-MEASURE_WORDS = {"arc_macro_f1": "macro-F1", "arc_accuracy": "accuracy points", "openmath_accuracy": "accuracy points",
-                 "openmath_math_verify": "equivalence points", "squad_f1": "F1 points", "squad_em": "EM points",
-                 "latency_s": "s", "tokens": "tokens"}
-MEASURE_SHORT = {"arc_macro_f1": "macro-F1", "arc_accuracy": "accuracy %", "openmath_accuracy": "accuracy %",
-                 "openmath_math_verify": "equivalence %", "squad_f1": "F1 %", "squad_em": "EM %",
-                 "latency_s": "latency s", "tokens": "tokens"}
+TASK_ORDER = tuple(TASKS)
+MEASURE_WORDS = {name: m.words for name, m in MEASURES.items()}
+MEASURE_SHORT = {name: m.short for name, m in MEASURES.items()}
 # Figure sizes in print: at most this wide and high (mm), so a figure never takes more than half a page.
 PRINT_WIDTH_MM, PRINT_HEIGHT_MM = 270.0, 82.0
 
@@ -334,7 +332,7 @@ def study_facts(records: StudyRecords) -> dict:
     trained = every[every["trained"].astype(bool)] if len(every) else every
     untuned = ev[~ev["trained"].astype(bool)] if len(ev) else ev
     methods = []
-    for key in ("full", "lora", "dora", "vera"):
+    for key in METHODS:
         hit = trained[trained["method_key"] == key] if len(trained) else trained
         if hit.empty:
             continue
@@ -488,15 +486,13 @@ FIGURE_HEADERS = {
     "higher": "Higher rank", "measure": "Measure", "low_gb": "Lower rank (GB)", "high_gb": "Higher rank (GB)",
     "changes": "Changes > 5 %", "comparisons": "Comparisons", "gains": "Gains", "losses": "Losses",
     "insufficient": "Insufficient data", "ties": "Ties", "changed_share": "Changed (%)",
-    "arc_latency_s": "ARC latency (s)", "openmath_latency_s": "OpenMath latency (s)",
-    "squad_v2_latency_s": "SQuAD v2 latency (s)", "serving_gb": "Serving memory (GB)", "cheapest": "Cheapest",
+    **{f"{name}_latency_s": f"{task.label} latency (s)" for name, task in TASKS.items()}, "serving_gb": "Serving memory (GB)", "cheapest": "Cheapest",
     "cap_gb": "Cap (GB)", "n_fit": "Fit under cap", "top": "Best", "methods": "Methods in best set",
     "full": "Full FT", "adapter": "Adapter", "full_gb": "Full FT serving (GB)", "adapter_gb": "Adapter serving (GB)",
     "full_more_memory": "Full FT heavier", "eval_res_gb": "Serving memory (GB)", "front": "Front",
     "dominator": "Dominated by",
 }
-FIGURE_DIGITS = {"balance": 2, "changed_share": 0, "latency_mean_s": 3, "arc_latency_s": 3, "openmath_latency_s": 3,
-                 "squad_v2_latency_s": 3}
+FIGURE_DIGITS = {"balance": 2, "changed_share": 0, "latency_mean_s": 3, **{f"{name}_latency_s": 3 for name in TASKS}}
 
 
 class ReportView:

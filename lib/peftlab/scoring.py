@@ -58,8 +58,6 @@ from typing import Any
 
 import pandas as pd
 
-TASKS = ("arc", "openmath", "squad_v2")
-
 ARC_LETTERS = ("A", "B", "C", "D")  # the reference protocol's classes (and the corrected base classes)
 ARC_OPTION_LETTERS = ("A", "B", "C", "D", "E")  # corrected: ARC questions have up to five options
 
@@ -82,19 +80,14 @@ REFERENCE_METRIC_UNITS = {
     },
 }
 
-HEADLINES = {
-    "arc": ("macro_f1", True),
-    "openmath": ("mean_abs_diff", False),
-    "squad_v2": ("f1", True),
-}
-
 OPENMATH_REL_TOL = 1e-6  # corrected: |pred - gold| <= 1e-6 * max(1, |gold|)
 
 
-def _check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    return task
+def _task(task: str):
+    """The task's registry entry (peftlab.tasks), which knows its parser and metrics."""
+    from .tasks import get_task
+
+    return get_task(task)
 
 
 def _check_lengths(replies: Sequence[Any], golds: Sequence[Any]) -> None:
@@ -218,60 +211,46 @@ def reference_metrics(
     box. ``rounded=True`` rounds as the study did (macro-F1 4 decimals, percentages 2,
     ``avg_abs_diff`` 6); ``rounded=False`` returns the unrounded values.
     """
-    _check_task(task)
+    spec = _task(task)
     _check_lengths(replies, golds)
     replies = [_as_text(r) for r in replies]
     boxed = [reference_extract_boxed(r) for r in replies]
     total = len(replies)
-    format_ok = sum(b is not None for b in boxed)
-    format_rate = (format_ok / total * 100) if total else 0.0
+    format_rate = (sum(b is not None for b in boxed) / total * 100) if total else 0.0
+    metrics = spec.reference_metrics(boxed, list(golds), rounded)
+    return {**metrics, "format_success_rate": _maybe_round(format_rate, 2, rounded)}
 
-    if task == "arc":
-        gold_opts = [_ref_arc_gold(g) for g in golds]
-        preds = [_ref_normalize_arc_option(b) for b in boxed]
-        classes = list(ARC_LETTERS)
-        idx = {c: i for i, c in enumerate(classes)}
-        cm = [[0] * 4 for _ in range(4)]
-        correct = 0
-        for t, p in zip(gold_opts, preds):
-            if p is not None and t == p:
-                correct += 1
-            if (t in idx) and (p in idx):
-                cm[idx[t]][idx[p]] += 1
-        f1s = []
-        for i in range(4):
-            tp = cm[i][i]
-            fp = sum(cm[r][i] for r in range(4)) - tp
-            fn = sum(cm[i][r] for r in range(4)) - tp
-            prec = tp / (tp + fp) if (tp + fp) > 0 else 0.0
-            rec = tp / (tp + fn) if (tp + fn) > 0 else 0.0
-            f1s.append(2 * prec * rec / (prec + rec) if (prec + rec) > 0 else 0.0)
-        acc = (correct / total * 100) if total else 0.0
-        macro_f1 = sum(f1s) / len(f1s)
-        return {
-            "macro_f1": _maybe_round(macro_f1, 4, rounded),
-            "accuracy": _maybe_round(acc, 2, rounded),
-            "format_success_rate": _maybe_round(format_rate, 2, rounded),
-        }
 
-    if task == "openmath":
-        preds = [(b or "").strip() for b in boxed]
-        correct = 0
-        diffs = []
-        for gold, pred in zip(golds, preds):
-            ok, diff = _ref_math_item(gold, pred)
-            correct += ok
-            if diff is not None:
-                diffs.append(diff)
-        acc = correct / total * 100 if total else 0.0
-        avg_diff = sum(diffs) / len(diffs) if diffs else None
-        return {
-            "avg_abs_diff": _maybe_round(avg_diff, 6, rounded),
-            "accuracy": _maybe_round(acc, 2, rounded),
-            "format_success_rate": _maybe_round(format_rate, 2, rounded),
-        }
+def reference_arc(boxed: list[str | None], golds: list, rounded: bool) -> dict:
+    from .stats import macro_f1
 
-    # squad_v2
+    total = len(boxed)
+    gold_opts = [_ref_arc_gold(g) for g in golds]
+    preds = [_ref_normalize_arc_option(b) for b in boxed]
+    correct = sum(p is not None and t == p for t, p in zip(gold_opts, preds))
+    # the study's 4 x 4 confusion matrix counts only pairs whose gold and prediction are both A-D
+    f1 = macro_f1(gold_opts, preds, ARC_LETTERS, fixed_classes=True)
+    acc = (correct / total * 100) if total else 0.0
+    return {"macro_f1": _maybe_round(f1, 4, rounded), "accuracy": _maybe_round(acc, 2, rounded)}
+
+
+def reference_openmath(boxed: list[str | None], golds: list, rounded: bool) -> dict:
+    total = len(boxed)
+    preds = [(b or "").strip() for b in boxed]
+    correct = 0
+    diffs = []
+    for gold, pred in zip(golds, preds):
+        ok, diff = _ref_math_item(gold, pred)
+        correct += ok
+        if diff is not None:
+            diffs.append(diff)
+    acc = correct / total * 100 if total else 0.0
+    avg_diff = sum(diffs) / len(diffs) if diffs else None
+    return {"avg_abs_diff": _maybe_round(avg_diff, 6, rounded), "accuracy": _maybe_round(acc, 2, rounded)}
+
+
+def reference_squad(boxed: list[str | None], golds: list, rounded: bool) -> dict:
+    total = len(boxed)
     preds = [(b or "").strip() for b in boxed]
     gold_strs = [_ref_squad_gold(g) for g in golds]
     ems = [_ref_squad_em(p, g) for p, g in zip(preds, gold_strs)]
@@ -297,7 +276,6 @@ def reference_metrics(
         "HasAns_F1": _maybe_round(has_f1, 2, rounded),
         "NoAns_Accuracy": _maybe_round(no_acc, 2, rounded),
         "AvNA_Accuracy": _maybe_round(avna, 2, rounded),
-        "format_success_rate": _maybe_round(format_rate, 2, rounded),
     }
 
 
@@ -740,14 +718,18 @@ def parse_reply(task: str, reply: str) -> tuple[object, bool]:
     abstention (``is_no_answer``) becomes ``""``. ``parsed_ok`` is True when a box
     was found and its content parsed for the task (for SQuAD: when a box was found).
     """
-    _check_task(task)
-    reply = _as_text(reply)
-    if task == "squad_v2":
-        return _squad_prediction(reply)
+    return _task(task).parse(_as_text(reply))
+
+
+def parse_arc(reply: str) -> tuple[object, bool]:
     boxed = extract_boxed(reply)
-    if boxed is None:
-        return None, False
-    value = _parse_arc(boxed) if task == "arc" else parse_number(boxed)
+    value = None if boxed is None else _parse_arc(boxed)
+    return value, value is not None
+
+
+def parse_openmath(reply: str) -> tuple[object, bool]:
+    boxed = extract_boxed(reply)
+    value = None if boxed is None else parse_number(boxed)
     return value, value is not None
 
 
@@ -768,65 +750,45 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
     caller adds them as columns ``reply`` and ``gold`` (for example by concatenating this
     frame with its own item columns).
     """
-    _check_task(task)
+    spec = _task(task)
     _check_lengths(replies, golds)
     rows = []
     for raw_reply, gold in zip(replies, golds):
         reply = _as_text(raw_reply)
-        value, ok = parse_reply(task, reply)
-        ref_boxed = reference_extract_boxed(reply)
-        row: dict[str, Any] = {}
-        if task == "arc":
-            letter = _arc_gold_letter(gold)
-            ref_pred = _ref_normalize_arc_option(ref_boxed)
-            row |= {
-                "parsed": value or "",
-                "parsed_ok": ok,
-                "score": float(value == letter),
-                "gold_letter": letter,
-                "ref_parsed": ref_pred or "",
-                "ref_score": float(ref_pred is not None and ref_pred == _ref_arc_gold(gold)),
-            }
-        elif task == "openmath":
-            gold_num = _openmath_gold(gold)
-            diff = abs(value - gold_num) if ok else math.nan
-            ref_pred = (ref_boxed or "").strip()
-            boxed = extract_boxed(reply)
-            row |= {
-                "parsed": repr(value) if ok else "",
-                "parsed_ok": ok,
-                "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))),
-                "abs_diff": diff,
-                "math_verify_ok": boxed is not None and math_equivalent(boxed, gold),
-                "ref_parsed": ref_pred,
-                "ref_score": float(_ref_math_item(gold, ref_pred)[0]),
-            }
-        else:
-            answers, has_answer = _squad_golds(gold)
-            ref_pred = (ref_boxed or "").strip()
-            # A no-answer phrase that is literally the gold ("None") still matches it.
-            readings = {value, _squad_literal(reply)[0]}
-            row |= {
-                "parsed": value,
-                "parsed_ok": ok,
-                "score": max(compute_f1(a, r) for a in answers for r in readings),
-                "em": float(max(compute_exact(a, r) for a in answers for r in readings)),
-                "has_answer": has_answer,
-                "ref_parsed": ref_pred,
-                "ref_score": _ref_squad_f1(ref_pred, _ref_squad_gold(gold)),
-            }
-        rows.append(row)
-
-    columns = ["parsed", "parsed_ok", "score"]
-    columns += {"arc": ["gold_letter"], "openmath": ["abs_diff", "math_verify_ok"], "squad_v2": ["em", "has_answer"]}[task]
-    columns += ["ref_parsed", "ref_score"]
+        value, ok = spec.parse(reply)
+        rows.append(spec.score_item(reply, reference_extract_boxed(reply), value, ok, gold))
+    extra = dict(spec.item_columns)
+    columns = ["parsed", "parsed_ok", "score", *extra, "ref_parsed", "ref_score"]
     frame = pd.DataFrame(rows, columns=columns)
-    frame = frame.astype({"parsed_ok": bool, "score": float, "ref_score": float})
-    if task == "openmath":
-        frame = frame.astype({"abs_diff": float, "math_verify_ok": bool})
-    if task == "squad_v2":
-        frame = frame.astype({"em": float, "has_answer": bool})
-    return frame
+    return frame.astype({"parsed_ok": bool, "score": float, "ref_score": float, **extra})
+
+
+def score_arc(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
+    letter = _arc_gold_letter(gold)
+    ref_pred = _ref_normalize_arc_option(ref_boxed)
+    return {"parsed": value or "", "parsed_ok": ok, "score": float(value == letter), "gold_letter": letter,
+            "ref_parsed": ref_pred or "", "ref_score": float(ref_pred is not None and ref_pred == _ref_arc_gold(gold))}
+
+
+def score_openmath(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
+    gold_num = _openmath_gold(gold)
+    diff = abs(value - gold_num) if ok else math.nan
+    ref_pred = (ref_boxed or "").strip()
+    boxed = extract_boxed(reply)
+    return {"parsed": repr(value) if ok else "", "parsed_ok": ok,
+            "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))), "abs_diff": diff,
+            "math_verify_ok": boxed is not None and math_equivalent(boxed, gold),
+            "ref_parsed": ref_pred, "ref_score": float(_ref_math_item(gold, ref_pred)[0])}
+
+
+def score_squad(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
+    answers, has_answer = _squad_golds(gold)
+    ref_pred = (ref_boxed or "").strip()
+    # A no-answer phrase that is literally the gold ("None") still matches it.
+    readings = {value, _squad_literal(reply)[0]}
+    return {"parsed": value, "parsed_ok": ok, "score": max(compute_f1(a, r) for a in answers for r in readings),
+            "em": float(max(compute_exact(a, r) for a in answers for r in readings)), "has_answer": has_answer,
+            "ref_parsed": ref_pred, "ref_score": _ref_squad_f1(ref_pred, _ref_squad_gold(gold))}
 
 
 # --- summaries ------------------------------------------------------------------------
@@ -844,24 +806,9 @@ def _corrected_macro_f1(gold_letters: Sequence[str], preds: Sequence[str | None]
     denominator is 0. With A-D only the classes, and so the value, are those of the 4-option
     matrix.
     """
-    classes = list(ARC_LETTERS)
-    classes += [c for c in ARC_OPTION_LETTERS if c not in classes and (c in gold_letters or c in preds)]
-    f1s = []
-    for c in classes:
-        tp = sum(g == c and p == c for g, p in zip(gold_letters, preds))
-        fp = sum(g != c and p == c for g, p in zip(gold_letters, preds))
-        fn = sum(g == c and p != c for g, p in zip(gold_letters, preds))
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    return sum(f1s) / len(classes)
+    from .stats import macro_f1
 
-
-_REQUIRED = {
-    "arc": ("reply", "gold", "parsed", "parsed_ok", "score", "gold_letter"),
-    "openmath": ("reply", "gold", "parsed_ok", "score", "abs_diff"),
-    "squad_v2": ("reply", "gold", "parsed_ok", "score", "em", "has_answer"),
-}
+    return macro_f1(gold_letters, preds, ARC_OPTION_LETTERS, fixed_classes=False)
 
 
 def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True) -> dict:
@@ -887,61 +834,58 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
       accuracy), ``n_has_ans``, ``n_no_ans``, ``parse_rate``, ``n``.
 
     ``reference``: ``reference_metrics(task, items.reply, items.gold)`` (study keys and units).
-    ``headline``: ``{"name", "value", "higher_is_better"}`` from the corrected entry (arc
-    ``macro_f1``, openmath ``mean_abs_diff`` (lower is better), squad_v2 ``f1``).
+    ``headline``: ``{"name", "value", "higher_is_better"}`` from the corrected entry (the
+    task's registry entry names it: arc ``macro_f1``, openmath ``mean_abs_diff`` (lower is
+    better), squad_v2 ``f1``).
     """
-    _check_task(task)
-    missing = [c for c in _REQUIRED[task] if c not in items.columns]
+    spec = _task(task)
+    required = ("reply", "gold", "parsed_ok", "score", *spec.summary_columns)
+    missing = [c for c in required if c not in items.columns]
     if missing:
         raise ValueError(
             f"items for task {task!r} lack the columns {missing}; "
             "use score_items' frame plus the columns 'reply' and 'gold'"
         )
-    n = len(items)
-    scores = [float(x) for x in items["score"]]
     parsed_ok = [bool(x) for x in items["parsed_ok"]]
-    parse_rate = _mean([float(x) for x in parsed_ok])
-
-    if task == "arc":
-        preds = [p if ok else None for p, ok in zip(items["parsed"], parsed_ok)]
-        corrected = {
-            "accuracy": _mean(scores),
-            "macro_f1": _corrected_macro_f1(list(items["gold_letter"]), preds) if n else None,
-            "parse_rate": parse_rate,
-            "n": n,
-        }
-    elif task == "openmath":
-        diffs = [float(d) for d, ok in zip(items["abs_diff"], parsed_ok) if ok]
-        verified = items["math_verify_ok"] if "math_verify_ok" in items.columns else openmath_math_verify(items)
-        verified = [bool(x) for x in verified]
-        corrected = {
-            "accuracy": _mean(scores),
-            "mean_abs_diff": _mean(diffs),
-            "median_abs_diff": float(statistics.median(diffs)) if diffs else None,
-            "math_verify_accuracy": _mean([float(v) for v in verified]),
-            "math_verify_agreement": _mean([float(v == (s == 1.0)) for v, s in zip(verified, scores)]),
-            "parse_rate": parse_rate,
-            "n": n,
-        }
-    else:
-        has = [bool(x) for x in items["has_answer"]]
-        ems = [float(x) for x in items["em"]]
-        corrected = {
-            "em": _mean(ems),
-            "f1": _mean(scores),
-            "has_ans_em": _mean([e for e, h in zip(ems, has) if h]),
-            "has_ans_f1": _mean([s for s, h in zip(scores, has) if h]),
-            "no_ans_em": _mean([e for e, h in zip(ems, has) if not h]),
-            "n_has_ans": sum(has),
-            "n_no_ans": n - sum(has),
-            "parse_rate": parse_rate,
-            "n": n,
-        }
-
+    common = {"parse_rate": _mean([float(x) for x in parsed_ok]), "n": len(items)}
+    corrected = {**spec.summarize(items, [float(x) for x in items["score"]], parsed_ok), **common}
     reference = reference_metrics(task, list(items["reply"]), list(items["gold"]), rounded=rounded_reference)
-    name, higher = HEADLINES[task]
+    name, higher = spec.headline
     return {
         "corrected": corrected,
         "reference": reference,
         "headline": {"name": name, "value": corrected[name], "higher_is_better": higher},
+    }
+
+
+def summarize_arc(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool]) -> dict:
+    preds = [p if ok else None for p, ok in zip(items["parsed"], parsed_ok)]
+    return {"accuracy": _mean(scores),
+            "macro_f1": _corrected_macro_f1(list(items["gold_letter"]), preds) if len(items) else None}
+
+
+def summarize_openmath(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool]) -> dict:
+    diffs = [float(d) for d, ok in zip(items["abs_diff"], parsed_ok) if ok]
+    verified = items["math_verify_ok"] if "math_verify_ok" in items.columns else openmath_math_verify(items)
+    verified = [bool(x) for x in verified]
+    return {
+        "accuracy": _mean(scores),
+        "mean_abs_diff": _mean(diffs),
+        "median_abs_diff": float(statistics.median(diffs)) if diffs else None,
+        "math_verify_accuracy": _mean([float(v) for v in verified]),
+        "math_verify_agreement": _mean([float(v == (s == 1.0)) for v, s in zip(verified, scores)]),
+    }
+
+
+def summarize_squad(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool]) -> dict:
+    has = [bool(x) for x in items["has_answer"]]
+    ems = [float(x) for x in items["em"]]
+    return {
+        "em": _mean(ems),
+        "f1": _mean(scores),
+        "has_ans_em": _mean([e for e, h in zip(ems, has) if h]),
+        "has_ans_f1": _mean([s for s, h in zip(scores, has) if h]),
+        "no_ans_em": _mean([e for e, h in zip(ems, has) if not h]),
+        "n_has_ans": sum(has),
+        "n_no_ans": len(items) - sum(has),
     }

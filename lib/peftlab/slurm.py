@@ -20,7 +20,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import EVAL_IDENTITY_KEYS, config_hash, effective_alpha, effective_learning_rate
+from .config import EVAL_IDENTITY_KEYS, config_hash
+from .methods import effective_learning_rate, recorded_alpha
 from .results import git_state, package_versions, write_json
 
 # SLURM job states that mean "SLURM ended the job for a resource limit": rerunning it as it
@@ -122,7 +123,7 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
             write_json(path, {"kind": "train", "status": "failed", "config": config,
                               "config_hash": train_hash(plan, name), "run": name,
                               "learning_rate": effective_learning_rate(config),
-                              "alpha": effective_alpha(config) if config["method"] in ("lora", "dora") else None,
+                              "alpha": recorded_alpha(config),
                               "error": error, "meta": _meta()})
             written.append(path)
     for model, task in plan.eval_targets():

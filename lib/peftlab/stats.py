@@ -195,6 +195,20 @@ def macro_f1_from_counts(counts: np.ndarray, n_classes: int, *, fixed_classes: b
     return (f1 * present).sum(axis=-1) / present.sum(axis=-1)
 
 
+def macro_f1(golds, preds, classes, *, fixed_classes: bool) -> float:
+    """Macro-F1 of labelled items (a prediction outside `classes`, None included, is unparsed;
+    an item whose gold is outside `classes` counts nowhere), by `macro_f1_from_counts`'s rules."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    codes = np.array([[lookup.get(g, -1), lookup.get(p, -1)] for g, p in zip(golds, preds)], dtype=int)
+    return macro_f1_codes(codes.reshape(-1, 2), len(classes), fixed_classes=fixed_classes)
+
+
+def macro_f1_codes(codes: np.ndarray, n_classes: int, *, fixed_classes: bool) -> float:
+    """Macro-F1 of (gold, prediction) class codes, one row per item (-1 or >= n_classes: no class)."""
+    counts = _confusion_rows(np.asarray(codes, dtype=int), n_classes).sum(axis=0).reshape(n_classes, n_classes + 1)
+    return float(macro_f1_from_counts(counts, n_classes, fixed_classes=fixed_classes))
+
+
 def _confusion_rows(codes: np.ndarray, n_classes: int) -> np.ndarray:
     """Per item a one-hot row over (gold, prediction) pairs; prediction -1 = unparsed (last
     column); an item whose gold is not a class (-1) contributes nothing."""

@@ -31,14 +31,13 @@ from .config import (
     METHODS,
     PROTOCOLS,
     TASKS,
-    TRAIN_IDENTITY_KEYS,
     ConfigError,
-    config_hash,
     params_dir,
     read_yaml,
     repo_root,
     resolve_config,
     resolve_path,
+    train_hash,
     validate,
 )
 
@@ -194,7 +193,7 @@ def job_params(plan: Plan, name: str, task: str | None = None) -> dict:
 
 
 def train_hash(plan: Plan, name: str) -> str:
-    return config_hash(plan.train[name].config, TRAIN_IDENTITY_KEYS)
+    return train_hash(plan.train[name].config)
 
 
 def _snakemake_running_in(directory: Path) -> bool:

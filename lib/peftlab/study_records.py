@@ -16,44 +16,46 @@ from typing import Any
 import pandas as pd
 
 from .config import resolve_path
+from .methods import METHODS as METHOD_REGISTRY
 from .results import ResultError, read_record
+from .tasks import TASKS as TASK_REGISTRY
 
-TASKS = ("arc", "openmath", "squad_v2")
-TASK_LABELS = {"arc": "ARC", "openmath": "OpenMath", "squad_v2": "SQuAD v2"}
-BLOCKS = {"openmath": "Trained on OpenMath", "squad_v2": "Trained on SQuAD v2", "arc": "Trained on ARC",
-          None: "Base models"}
-BLOCK_ORDER = ("Trained on OpenMath", "Trained on SQuAD v2", "Trained on ARC", "Base models")
-METHOD_LABELS = {"full": "Full FT", "lora": "LoRA", "dora": "DoRA", "vera": "VeRA", "base": "—"}
-METHOD_ORDER = ("Full FT", "LoRA", "DoRA", "VeRA", "—")
-ADAPTERS = ("lora", "dora", "vera")
+# Everything task- or method-specific comes from the registries (peftlab.tasks, peftlab.methods).
+TASKS = tuple(TASK_REGISTRY)
+TASK_LABELS = {name: task.label for name, task in TASK_REGISTRY.items()}
+BLOCKS = {**{name: task.block for name, task in TASK_REGISTRY.items()}, None: "Base models"}
+BLOCK_ORDER = (*sorted((task.block for task in TASK_REGISTRY.values()),  # the reference study's blocks first
+                       key=lambda block: not any(t.block == block and t.reference_training_task
+                                                 for t in TASK_REGISTRY.values())), "Base models")
+METHOD_LABELS = {**{name: method.label for name, method in METHOD_REGISTRY.items()}, "base": "—"}
+METHOD_ORDER = (*(method.label for method in METHOD_REGISTRY.values()), "—")
+ADAPTERS = tuple(name for name, method in METHOD_REGISTRY.items() if method.trains_adapter)
 # Efficacy per task: (Table 1 column, higher_is_better).
-EFFICACY = {"arc": ("arc_f1", True), "openmath": ("openmath_absdiff", False), "squad_v2": ("squad_f1", True)}
-LATENCY_COLUMNS = {"arc": "arc_latency_s", "openmath": "openmath_latency_s", "squad_v2": "squad_latency_s"}
+EFFICACY = {name: (task.efficacy_column, task.higher_is_better) for name, task in TASK_REGISTRY.items()}
+LATENCY_COLUMNS = {name: task.latency_column for name, task in TASK_REGISTRY.items()}
 # Where a protocol's scoring keeps Table 1's metric, and the factor to Table 1's unit.
-EFFICACY_KEYS = {
-    "reference": {"arc": ("macro_f1", 1.0), "openmath": ("avg_abs_diff", 1.0), "squad_v2": ("F1", 1.0)},
-    "corrected": {"arc": ("macro_f1", 1.0), "openmath": ("mean_abs_diff", 1.0), "squad_v2": ("f1", 100.0)},
-}
+EFFICACY_KEYS = {scoring_name: {name: task.efficacy[scoring_name] for name, task in TASK_REGISTRY.items()}
+                 for scoring_name in ("reference", "corrected")}
 
-# The reference layout, with OpenMath's parse count beside its AbsDiff (which averages parsed
-# replies only) and the corrected OpenMath measures over every item: exact-match accuracy and
-# mathematical equivalence (math-verify), in percent.
-TABLE1_COLUMNS = ("block", "base", "method", "rank", "train_res_gb", "train_all_gb", "eval_res_gb", "eval_all_gb",
-                  "arc_f1", "arc_latency_s", "openmath_absdiff", "openmath_n_parsed", "openmath_n",
-                  "openmath_accuracy", "openmath_math_verify", "openmath_latency_s", "squad_f1", "squad_latency_s")
+# The reference layout: per task its efficacy column (with the task's further columns, e.g.
+# OpenMath's parse count beside its AbsDiff, which averages parsed replies only, and its
+# accuracies over every item) and its latency.
+_MEMORY_COLUMNS = ("train_res_gb", "train_all_gb", "eval_res_gb", "eval_all_gb")
+TABLE1_COLUMNS = ("block", "base", "method", "rank", *_MEMORY_COLUMNS,
+                  *(column for task in TASK_REGISTRY.values()
+                    for column in (task.efficacy_column, *(c.name for c in task.table1_extra), task.latency_column)))
 TABLE1_VALUES = TABLE1_COLUMNS[4:]
 # Best per block: True = the maximum, False = the minimum.
-TABLE1_BEST = {"train_res_gb": False, "train_all_gb": False, "eval_res_gb": False, "eval_all_gb": False,
-               "arc_f1": True, "arc_latency_s": False, "openmath_absdiff": False, "openmath_accuracy": True,
-               "openmath_math_verify": True, "openmath_latency_s": False, "squad_f1": True, "squad_latency_s": False}
+TABLE1_BEST = {**{c: False for c in _MEMORY_COLUMNS},
+               **{c: best for task in TASK_REGISTRY.values()
+                  for c, best in ((task.efficacy_column, task.higher_is_better),
+                                  *((c.name, c.best_is_max) for c in task.table1_extra),
+                                  (task.latency_column, False)) if best is not None}}
 # The proportion each protocol's scoring records per task, usable from counts alone (the
 # imported reference results publish no per-item scores): metric name, key, unit factor.
-COUNT_METRICS = {
-    "reference": {"arc": ("arc_accuracy", "accuracy", 0.01), "openmath": ("openmath_accuracy", "accuracy", 0.01),
-                  "squad_v2": ("squad_em", "EM", 0.01)},
-    "corrected": {"arc": ("arc_accuracy", "accuracy", 1.0), "openmath": ("openmath_accuracy", "accuracy", 1.0),
-                  "squad_v2": ("squad_em", "em", 1.0)},
-}
+COUNT_METRICS = {scoring_name: {name: (task.count_metric[0], *task.count_metric[1][scoring_name])
+                                for name, task in TASK_REGISTRY.items()}
+                 for scoring_name in ("reference", "corrected")}
 
 
 PRESET_NAMES = {"embedded": "SmolLM2-135M-Instruct", "tiny": "tiny-Qwen3"}
@@ -179,25 +181,15 @@ def _eval_row(model: str, record: dict, train: dict | None = None) -> dict:
         "imported": "imported_from" in record,
         "eval_batched_gb": _memory_figures(record.get("memory_batched"))[0] if ok else math.nan,
         "timing_noise_rel": _num(latency.get("timing_noise_rel")),
-        **(_openmath_figures(record, scoring_name) if ok and task == "openmath" else {}),
+        **(_task_figures(record, task, scoring_name) if ok else {}),
         **(_counts(record, task, scoring_name) if ok else {}),
     }
 
 
-def _openmath_figures(record: dict, scoring_name: str) -> dict:
-    """Parse count beside AbsDiff, and the accuracies over every item (percent)."""
-    metrics = (record.get("metrics") or {})
-    n = _num(record.get("n_items"))
-    if scoring_name == "reference":
-        ref = metrics.get("reference") or {}
-        # the study's AbsDiff averages float()-parsed boxes; published: the share of replies with a box
-        return {"openmath_n_parsed": _num(ref.get("format_success_rate")) * n / 100, "openmath_n": n,
-                "openmath_accuracy": _num(ref.get("accuracy")), "openmath_math_verify": math.nan}
-    corrected = metrics.get("corrected") or {}
-    return {"openmath_n_parsed": _num(corrected.get("parse_rate")) * n, "openmath_n": n,
-            "openmath_accuracy": 100 * _num(corrected.get("accuracy")),
-            "openmath_math_verify": 100 * _num(corrected.get("math_verify_accuracy")),
-            "math_verify_agreement": _num(corrected.get("math_verify_agreement"))}
+def _task_figures(record: dict, task: str | None, scoring_name: str) -> dict:
+    """A task's further Table 1 figures (its registry entry's table1_figures)."""
+    spec = TASK_REGISTRY.get(task)
+    return spec.table1_figures(record, scoring_name) if spec and spec.table1_figures else {}
 
 
 def _counts(record: dict, task: str, scoring_name: str | None) -> dict:

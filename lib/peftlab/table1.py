@@ -20,8 +20,9 @@ from .study_records import (
     StudyRecords,
     _sort_key,
 )
+from .tasks import TASKS as TASK_REGISTRY
 
-OPENMATH_EXTRA = ("openmath_n_parsed", "openmath_n", "openmath_accuracy", "openmath_math_verify")
+
 
 def _status(statuses: list[str]) -> str:
     if not statuses:
@@ -52,9 +53,8 @@ def _model_rows(records: StudyRecords) -> pd.DataFrame:
             hit = ok[ok["task"] == task]
             row[EFFICACY[task][0]] = hit["efficacy"].iloc[0] if len(hit) else math.nan
             row[LATENCY_COLUMNS[task]] = hit["latency_mean_s"].iloc[0] if len(hit) else math.nan
-            if task == "openmath":
-                for column in OPENMATH_EXTRA:
-                    row[column] = hit[column].iloc[0] if len(hit) else math.nan
+            for column in TASK_REGISTRY[task].table1_extra:
+                row[column.name] = hit[column.name].iloc[0] if len(hit) and column.name in hit else math.nan
         t_ok = t[t["status"] == "ok"]
         row["train_res_gb"] = t_ok["train_res_gb"].iloc[0] if len(t_ok) else math.nan
         row["train_all_gb"] = t_ok["train_all_gb"].iloc[0] if len(t_ok) else math.nan
@@ -117,16 +117,16 @@ _HTML_GROUPS = (
     ("", (("base", "Base"), ("method", "PEFT"), ("rank", "r"))),
     ("VRAM GB", (("train_res_gb", "Train Res."), ("train_all_gb", "Train All."), ("eval_res_gb", "Eval Res."),
                  ("eval_all_gb", "Eval All."))),
-    ("ARC", (("arc_f1", "F1 ↑"), ("arc_latency_s", "Latency s ↓"))),
-    ("OpenMath", (("openmath_absdiff", "AbsDiff ↓"), ("openmath_n_parsed", "Parsed"),
-                  ("openmath_accuracy", "Acc. % ↑"), ("openmath_math_verify", "Equiv. % ↑"),
-                  ("openmath_latency_s", "Latency s ↓"))),
-    ("SQuAD v2", (("squad_f1", "F1 ↑"), ("squad_latency_s", "Latency s ↓"))),
+    *((task.label, ((task.efficacy_column, task.efficacy_header[0]),
+                    *((c.name, c.header) for c in task.table1_extra if c.shown),
+                    (task.latency_column, "Latency s ↓")))
+      for task in TASK_REGISTRY.values()),
 )
-_HTML_DIGITS = {"train_res_gb": 3, "train_all_gb": 3, "eval_res_gb": 3, "eval_all_gb": 3, "arc_f1": 4,
-                "arc_latency_s": 4, "openmath_absdiff": 2, "openmath_n_parsed": 0, "openmath_accuracy": 1,
-                "openmath_math_verify": 1, "openmath_latency_s": 4, "squad_f1": 2,
-                "squad_latency_s": 4}
+_HTML_DIGITS = {"train_res_gb": 3, "train_all_gb": 3, "eval_res_gb": 3, "eval_all_gb": 3,
+                **{task.efficacy_column: task.efficacy_header[1] for task in TASK_REGISTRY.values()},
+                **{c.name: c.digits for task in TASK_REGISTRY.values() for c in task.table1_extra},
+                **{task.latency_column: 4 for task in TASK_REGISTRY.values()}}
+_OUT_OF = {c.name: c.out_of for task in TASK_REGISTRY.values() for c in task.table1_extra if c.out_of}
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -169,8 +169,8 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
                         text += f" ({status})"
                     out.append(f'<td class="text">{html.escape(text)}</td>')
                     continue
-                if column == "openmath_n_parsed":  # AbsDiff averages these replies only
-                    parsed, n = row.get("openmath_n_parsed"), row.get("openmath_n")
+                if column in _OUT_OF:  # a count out of another column: "k/n"
+                    parsed, n = row.get(column), row.get(_OUT_OF[column])
                     text = "—" if pd.isna(parsed) or pd.isna(n) else f"{parsed:.0f}/{n:.0f}"
                     out.append(f"<td>{text}</td>")
                     continue

@@ -22,10 +22,19 @@ from typing import Mapping
 
 import torch
 
-from .config import TRAIN_IDENTITY_KEYS, ConfigError, config_hash, effective_alpha, effective_learning_rate
+from .config import ConfigError, train_hash
 from .data import load_rows
 from .memory import PhaseMemory
-from .methods import attach_method, check_method_fits, merge_into_base, parameter_counts
+from .methods import (
+    attach_method,
+    check_method_fits,
+    effective_learning_rate,
+    get_method,
+    merge_into_base,
+    parameter_counts,
+    recorded_alpha,
+    save_adapter,
+)
 from .models import load_model
 from .results import failure, reusable_record, run_metadata, write_json
 from .tasks import train_example
@@ -127,7 +136,7 @@ def run_training(*, config: Mapping) -> dict:
     config = dict(config)
     out_dir = Path(config["out_dir"])
     record_path = out_dir / "train.json"
-    chash = config_hash(config, TRAIN_IDENTITY_KEYS)
+    chash = train_hash(config)
     existing = reusable_record(record_path, chash, config["force"])
     if existing is not None:
         print(f"{record_path} is finished (config {chash}); not redone (set force=true to redo)")
@@ -140,7 +149,7 @@ def run_training(*, config: Mapping) -> dict:
     phase, info, timings = "load", None, {}
     record = {"kind": "train", "status": "failed", "config": config, "config_hash": chash,
               "run": out_dir.name, "learning_rate": effective_learning_rate(config),
-              "alpha": effective_alpha(config) if config["method"] in ("lora", "dora") else None}
+              "alpha": recorded_alpha(config)}
     interrupted = _Interrupts()
     try:
         from transformers import set_seed
@@ -160,9 +169,9 @@ def run_training(*, config: Mapping) -> dict:
             raise ConfigError(f"config key 'max_length': every one of the {len(rows)} training rows is longer "
                               f"than {config['max_length']} tokens; allowed: a larger max_length")
         set_seed(config["seed"])  # adapter initialisation draws from the run's seed
-        model = attach_method(model, config)
+        model = attach_method(model, config, initial_adapter_dir=out_dir / ".initial-adapter")
         counts = parameter_counts(model)
-        if config["gradient_checkpointing"] and config["method"] != "full":
+        if config["gradient_checkpointing"] and get_method(config["method"]).trains_adapter:
             model.enable_input_require_grads()
 
         phase = "train"
@@ -176,9 +185,10 @@ def run_training(*, config: Mapping) -> dict:
         phase = "save"
         save_started = time.perf_counter()
         adapter_bytes = None
-        if config["method"] != "full":
-            _replace_dir(lambda d: model.save_pretrained(d), out_dir / "adapter")
+        if get_method(config["method"]).trains_adapter:
+            _replace_dir(lambda d: save_adapter(model, config, d), out_dir / "adapter")
             adapter_bytes = _dir_size(out_dir / "adapter")
+            shutil.rmtree(out_dir / ".initial-adapter", ignore_errors=True)
         merged = merge_into_base(model, base_dtype)
 
         def save_merged(directory: Path) -> None:
