@@ -37,9 +37,10 @@ from .config import (
     repo_root,
     resolve_config,
     resolve_path,
-    train_hash,
     validate,
 )
+from .config import train_hash as run_identity_hash
+from .methods import METHODS as METHOD_REGISTRY
 
 STUDY_KEYS = {
     "description": "a sentence on what the study is for",
@@ -143,15 +144,17 @@ def load_plan(name: str) -> Plan:
         for task in train_tasks:
             for method, ranks in methods.items():
                 if not isinstance(ranks, list) or not ranks:
-                    _fail(study, f"methods.{method}", ranks, "a non-empty list of ranks (use [null] for full)")
+                    _fail(study, f"methods.{method}", ranks, "a non-empty list of ranks ([null] for a method without rank: "
+                              + ", ".join(m for m, spec in METHOD_REGISTRY.items() if not spec.ranked) + ")")
                 for rank in ranks:
                     for seed in seeds:
                         prefix = f"{short_name(base)}-" if several_bases else ""
-                        tag = "" if method == "full" else f"-r{rank}"
+                        ranked = METHOD_REGISTRY[method].ranked
+                        tag = f"-r{rank}" if ranked else ""
                         name = f"{prefix}{task}-{method}{tag}-s{seed}"
                         values = {**common, **method_overrides.get(method, {}), "base_model": base,
                                   "method": method, "train_task": task, "seed": seed}
-                        if method != "full":
+                        if ranked:
                             values["rank"] = rank
                         values["out_dir"] = str(out / "runs" / name)
                         plan.train[name] = Job(name, "train", resolve_config(overrides=values))
@@ -193,7 +196,7 @@ def job_params(plan: Plan, name: str, task: str | None = None) -> dict:
 
 
 def train_hash(plan: Plan, name: str) -> str:
-    return train_hash(plan.train[name].config)
+    return run_identity_hash(plan.train[name].config)
 
 
 def _snakemake_running_in(directory: Path) -> bool:
