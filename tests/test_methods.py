@@ -1,0 +1,114 @@
+"""The method registry: every entry trains on the tiny model through the train notebook, merges
+exactly, is scored, and appears in Table 1 and the Pareto plots; each method's own promise
+(its initialisation, its scaling, its parameter count) is tested beside it."""
+
+from __future__ import annotations
+
+import json
+
+import papermill as pm
+import pytest
+import torch
+
+from peftlab.comparisons import configurations
+from peftlab.config import ConfigError, repo_root, resolve_config
+from peftlab.evaluate import run_evaluation
+from peftlab.methods import METHODS, attach_method, get_method, merge_into_base
+from peftlab.models import load_model
+from peftlab.plots import METHOD_COLOURS, plot_pareto
+from peftlab.study_records import load_study
+from peftlab.table1 import table1
+
+ADAPTERS = [name for name, method in METHODS.items() if method.trains_adapter]
+RANK = 4
+
+
+def _perturbed(method: str, **overrides):
+    """The tiny base with the method attached and its trainable weights moved away from their
+    initial value (many adapters start as the identity), in eval mode."""
+    config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=RANK, dropout=0.0, **overrides))
+    base, tokenizer, _ = load_model(base_model="tiny")
+    model = attach_method(base, config)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    model.eval()
+    inputs = tokenizer(["A question about physics?", "2 + 2 ="], return_tensors="pt", padding=True)
+    return config, model, tokenizer, inputs
+
+
+def test_registry_entries_are_complete():
+    for name, method in METHODS.items():
+        assert method.name == name and method.label and method.colour.startswith("#")
+        assert method.learning_rate > 0
+        assert METHOD_COLOURS[method.label] == method.colour
+        if not method.ranked:
+            assert "rank" not in method.identity_keys
+    with pytest.raises(ConfigError, match="allowed: " + ", ".join(METHODS)):
+        get_method("qlora")
+
+
+@pytest.mark.parametrize("method", ADAPTERS)
+def test_merged_logits_equal_unmerged_and_keep_the_base_size(method, tmp_path):
+    config, model, _, inputs = _perturbed(method)
+    base_bytes = sum(p.numel() * p.element_size() for p in load_model(base_model="tiny")[0].parameters())
+    with torch.no_grad():
+        unmerged = model(**inputs).logits
+        merged_model = merge_into_base(model, torch.float32)
+        merged = merged_model(**inputs).logits
+    assert (merged - unmerged).abs().max().item() <= 1e-4
+    merged_model.save_pretrained(tmp_path / "merged")
+    reloaded, _, info = load_model(base_model=str(tmp_path / "merged"), dtype="float32")
+    assert info.architecture == "Qwen3ForCausalLM"
+    assert sum(p.numel() * p.element_size() for p in reloaded.parameters()) == base_bytes
+
+
+@pytest.fixture(scope="module")
+def methods_study(tmp_path_factory):
+    """Every registered method trained on the tiny model through notebooks/train.ipynb (as
+    papermill runs it in a study), then every model and the untuned base scored."""
+    root = tmp_path_factory.mktemp("methods") / "study"
+    runs = root / "runs"
+    for name, method in METHODS.items():
+        run = runs / (f"arc-{name}" + (f"-r{RANK}" if method.ranked else "") + "-s0")
+        run.mkdir(parents=True)
+        pm.execute_notebook(str(repo_root() / "notebooks" / "train.ipynb"), str(run / "train.ipynb"),
+                            parameters=dict(base_model="tiny", method=name, rank=RANK, n_train=4, batch_size=4,
+                                            max_length=512, train_task="arc", out_dir=str(run)),
+                            cwd=str(repo_root() / "notebooks"), progress_bar=False, kernel_name="python3")
+    evaluation = dict(base_model="tiny", eval_tasks=["arc", "openmath"], n_eval=3, max_new_tokens=6,
+                      eval_batch_size=3, n_latency=2)
+    for run in sorted(runs.iterdir()):
+        run_evaluation(config=resolve_config(overrides=dict(evaluation, out_dir=str(run))), run_dir=str(run))
+    base = runs / "base-tiny"
+    run_evaluation(config=resolve_config(overrides=dict(evaluation, out_dir=str(base))))
+    return root
+
+
+def test_every_method_trains_through_the_notebook_and_is_scored(methods_study):
+    for name, method in METHODS.items():
+        run = methods_study / "runs" / (f"arc-{name}" + (f"-r{RANK}" if method.ranked else "") + "-s0")
+        record = json.loads((run / "train.json").read_text())
+        assert record["status"] == "ok", record.get("error")
+        assert (record["adapter_bytes"] is None) == (not method.trains_adapter)
+        assert record["learning_rate"] == method.learning_rate  # the corrected default from its entry
+        assert json.loads((run / "model" / "config.json").read_text())["use_cache"] is True
+        for task in ("arc", "openmath"):
+            assert json.loads((run / f"eval-{task}.json").read_text())["status"] == "ok"
+
+
+def test_every_method_has_its_row_in_table1_and_its_point_in_the_pareto_plot(methods_study):
+    records = load_study(methods_study)
+    table = table1(records)
+    labels = [method.label for method in METHODS.values()]
+    assert sorted(set(table["method"]) - {"—"}) == sorted(labels)
+    assert table["status"].eq("ok").all()
+    configs = configurations(records=records)
+    fig = plot_pareto(configs)
+    legend = {text.get_text() for legend in fig.legends for text in legend.get_texts()}
+    legend |= {text.get_text() for ax in fig.axes if ax.get_legend() for text in ax.get_legend().get_texts()}
+    assert set(labels) <= legend, set(labels) - legend
+    for label in labels:
+        assert configs.loc[configs["method"] == label, "score"].notna().all()
