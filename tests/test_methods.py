@@ -23,12 +23,12 @@ ADAPTERS = [name for name, method in METHODS.items() if method.trains_adapter]
 RANK = 4
 
 
-def _perturbed(method: str, **overrides):
+def _perturbed(method: str, initial_adapter_dir: Path | None = None, **overrides):
     """The tiny base with the method attached and its trainable weights moved away from their
     initial value (many adapters start as the identity), in eval mode."""
     config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=RANK, dropout=0.0, **overrides))
     base, tokenizer, _ = load_model(base_model="tiny")
-    model = attach_method(base, config)
+    model = attach_method(base, config, initial_adapter_dir=initial_adapter_dir)
     torch.manual_seed(0)
     with torch.no_grad():
         for param in model.parameters():
@@ -112,3 +112,38 @@ def test_every_method_has_its_row_in_table1_and_its_point_in_the_pareto_plot(met
     assert set(labels) <= legend, set(labels) - legend
     for label in labels:
         assert configs.loc[configs["method"] == label, "score"].notna().all()
+
+
+def _converted_adapter_fits_the_original_base(method: str, tmp_path) -> None:
+    """The saved adapter, applied to the original base, gives the trained model's logits."""
+    from peft import PeftModel
+
+    from peftlab.methods import save_adapter
+
+    config, model, _, inputs = _perturbed(method, initial_adapter_dir=tmp_path / "initial")
+    save_adapter(model, config, tmp_path / "adapter")
+    with torch.no_grad():
+        trained = model(**inputs).logits
+    original, _, _ = load_model(base_model="tiny")
+    reloaded = PeftModel.from_pretrained(original, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert (reloaded(**inputs).logits - trained).abs().max().item() <= 1e-4
+
+
+def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the_original_base(tmp_path):
+    """PiSSA moves the top-r singular components of each targeted weight into the adapter: at the
+    start, base + adapter is the original model, and the frozen residual lacks exactly those."""
+    config = resolve_config(overrides=dict(base_model="tiny", method="pissa", rank=RANK, dropout=0.0))
+    original, tokenizer, _ = load_model(base_model="tiny")
+    weight = original.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    inputs = tokenizer(["2 + 2 ="], return_tensors="pt")
+    with torch.no_grad():
+        before = original(**inputs).logits
+    model = attach_method(original, config).eval()
+    with torch.no_grad():
+        assert (model(**inputs).logits - before).abs().max().item() <= 1e-4
+    residual = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+    spectrum = torch.linalg.svdvals(weight)
+    # the residual's spectrum is the original's without its first r singular values
+    assert torch.allclose(torch.linalg.svdvals(residual)[:5], spectrum[RANK:RANK + 5], atol=1e-4)
+    _converted_adapter_fits_the_original_base("pissa", tmp_path)

@@ -112,20 +112,16 @@ def _lora_common(config: Mapping) -> dict:
                 target_modules=list(config["target_modules"]), bias="none", task_type="CAUSAL_LM")
 
 
-def _save_converted_to_lora(initial_dir_name: str):
+def _save_converted_to_lora(model, directory: Path) -> None:
     """PiSSA and OLoRA move the adapter's initial value out of the base weights. Saved as it is,
-    the adapter would only fit that modified base; PEFT converts it to a plain LoRA adapter
-    (of rank 2r) against the original base from the adapter as it was initialised, which
+    the adapter would only fit that modified base; PEFT converts it to a plain LoRA adapter (of
+    rank 2r) that fits the original base, from the adapter as initialised, which
     `attach_method` keeps (`initial_adapter`)."""
-
-    def save(model, directory: Path) -> None:
-        initial = getattr(model, "initial_adapter", None)
-        if initial is None:
-            model.save_pretrained(directory)
-            return
-        model.save_pretrained(directory, path_initial_model_for_weight_conversion=str(initial))
-
-    return save
+    initial = getattr(model, "initial_adapter", None)
+    if initial is None:
+        model.save_pretrained(directory)
+        return
+    model.save_pretrained(directory, path_initial_model_for_weight_conversion=str(initial))
 
 
 # --- the registry ----------------------------------------------------------------------------
@@ -172,6 +168,21 @@ register(Method(
     name="vera", label="VeRA", colour="#9467bd", learning_rate=4e-3, peft_config=_vera,
     identity_keys=("rank", "dropout", "target_modules", "vera_d_initial"), rank_limit="vera", uses_alpha=False,
     description="shared frozen random bases, two trained scaling vectors per layer (only they train: a higher rate)"))
+
+
+def _pissa(config: Mapping):
+    from peft import LoraConfig
+
+    # the adapter starts from the principal singular vectors of each weight (an exact SVD: the
+    # randomised one PEFT offers misses them on flat spectra such as a random model's)
+    return LoraConfig(init_lora_weights="pissa", **_lora_common(config))
+
+
+register(Method(
+    name="pissa", label="PiSSA", colour="#ff7f0e", learning_rate=2e-4, peft_config=_pissa,
+    save_adapter=_save_converted_to_lora,
+    description="LoRA initialised from each weight's principal singular components, the residual frozen "
+                "(Meng et al. 2024; PEFT init_lora_weights='pissa')"))
 
 
 # --- checks against a model ------------------------------------------------------------------
