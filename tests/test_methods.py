@@ -147,3 +147,19 @@ def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the
     # the residual's spectrum is the original's without its first r singular values
     assert torch.allclose(torch.linalg.svdvals(residual)[:5], spectrum[RANK:RANK + 5], atol=1e-4)
     _converted_adapter_fits_the_original_base("pissa", tmp_path)
+
+
+def test_olora_starts_from_an_orthonormal_basis_and_saves_an_adapter_for_the_original_base(tmp_path):
+    """OLoRA's B starts as the first r orthonormal columns of the weight's QR decomposition (A as
+    the matching rows of R), and base + adapter is the original model at the start."""
+    config = resolve_config(overrides=dict(base_model="tiny", method="olora", rank=RANK, dropout=0.0))
+    original, tokenizer, _ = load_model(base_model="tiny")
+    inputs = tokenizer(["2 + 2 ="], return_tensors="pt")
+    with torch.no_grad():
+        before = original(**inputs).logits
+    model = attach_method(original, config).eval()
+    with torch.no_grad():
+        assert (model(**inputs).logits - before).abs().max().item() <= 1e-4
+    b = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert torch.allclose(b.T @ b, torch.eye(RANK), atol=1e-4)
+    _converted_adapter_fits_the_original_base("olora", tmp_path)

@@ -185,6 +185,19 @@ register(Method(
                 "(Meng et al. 2024; PEFT init_lora_weights='pissa')"))
 
 
+def _olora(config: Mapping):
+    from peft import LoraConfig
+
+    return LoraConfig(init_lora_weights="olora", **_lora_common(config))
+
+
+register(Method(
+    name="olora", label="OLoRA", colour="#8c564b", learning_rate=2e-4, peft_config=_olora,
+    save_adapter=_save_converted_to_lora,
+    description="LoRA initialised from an orthonormal (QR) basis of each weight, the rest frozen "
+                "(Büyükakyüz 2024; PEFT init_lora_weights='olora')"))
+
+
 # --- checks against a model ------------------------------------------------------------------
 
 
