@@ -163,3 +163,15 @@ def test_olora_starts_from_an_orthonormal_basis_and_saves_an_adapter_for_the_ori
     b = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
     assert torch.allclose(b.T @ b, torch.eye(RANK), atol=1e-4)
     _converted_adapter_fits_the_original_base("olora", tmp_path)
+
+
+@pytest.mark.parametrize("protocol, alpha", [("reference", 16.0), ("corrected", float(RANK)), ("corrected", 8.0)])
+def test_rslora_scales_its_update_by_alpha_over_the_square_root_of_the_rank(protocol, alpha):
+    overrides = {"alpha": alpha} if alpha == 8.0 else {}
+    config = resolve_config(overrides=dict(base_model="tiny", method="rslora", rank=RANK, protocol=protocol,
+                                           **overrides))
+    model = attach_method(load_model(base_model="tiny")[0], config)
+    layer = model.base_model.model.model.layers[0].self_attn.v_proj
+    assert layer.scaling["default"] == pytest.approx(alpha / RANK**0.5)
+    lora = attach_method(load_model(base_model="tiny")[0], dict(config, method="lora"))
+    assert lora.base_model.model.model.layers[0].self_attn.v_proj.scaling["default"] == pytest.approx(alpha / RANK)

@@ -198,6 +198,18 @@ register(Method(
                 "(Büyükakyüz 2024; PEFT init_lora_weights='olora')"))
 
 
+def _rslora(config: Mapping):
+    from peft import LoraConfig
+
+    return LoraConfig(use_rslora=True, **_lora_common(config))
+
+
+register(Method(
+    name="rslora", label="rsLoRA", colour="#e377c2", learning_rate=2e-4, peft_config=_rslora,
+    description="LoRA with its update scaled by alpha/sqrt(r) instead of alpha/r, so that higher ranks keep "
+                "learning (Kalajdzievski 2023; PEFT use_rslora)"))
+
+
 # --- checks against a model ------------------------------------------------------------------
 
 
