@@ -13,7 +13,7 @@ import torch
 from peftlab.comparisons import configurations
 from peftlab.config import ConfigError, repo_root, resolve_config
 from peftlab.evaluate import run_evaluation
-from peftlab.methods import METHODS, attach_method, get_method, merge_into_base
+from peftlab.methods import METHODS, attach_method, get_method, merge_into_base, parameter_counts
 from peftlab.models import load_model
 from peftlab.plots import METHOD_COLOURS, plot_pareto
 from peftlab.study_records import load_study
@@ -175,3 +175,19 @@ def test_rslora_scales_its_update_by_alpha_over_the_square_root_of_the_rank(prot
     assert layer.scaling["default"] == pytest.approx(alpha / RANK**0.5)
     lora = attach_method(load_model(base_model="tiny")[0], dict(config, method="lora"))
     assert lora.base_model.model.model.layers[0].self_attn.v_proj.scaling["default"] == pytest.approx(alpha / RANK)
+
+
+def test_ia3_trains_one_scaling_vector_per_targeted_layer_and_has_no_rank():
+    config = resolve_config(overrides=dict(base_model="tiny", method="ia3"))
+    base = load_model(base_model="tiny")[0]
+    outputs = sum(module.out_features for name, module in base.named_modules()
+                  if name.rsplit(".", 1)[-1] in config["target_modules"] and hasattr(module, "out_features"))
+    model = attach_method(base, config)
+    assert parameter_counts(model)["trainable_params"] == outputs
+    vector = model.base_model.model.model.layers[0].self_attn.q_proj.ia3_l["default"]
+    assert torch.equal(vector, torch.ones_like(vector))  # the identity at the start
+    # its rank is no part of the run: two ranks are one run
+    from peftlab.config import train_hash
+
+    assert train_hash(config) == train_hash(dict(config, rank=64))
+    assert not get_method("ia3").ranked

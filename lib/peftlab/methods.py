@@ -210,6 +210,20 @@ register(Method(
                 "learning (Kalajdzievski 2023; PEFT use_rslora)"))
 
 
+def _ia3(config: Mapping):
+    from peft import IA3Config
+
+    # every targeted module is treated as an attention projection: its output is rescaled
+    return IA3Config(target_modules=list(config["target_modules"]), feedforward_modules=[], task_type="CAUSAL_LM")
+
+
+register(Method(
+    name="ia3", label="IA³", colour="#7f7f00", learning_rate=3e-3, peft_config=_ia3,
+    identity_keys=("target_modules",), ranked=False, rank_limit=None, uses_alpha=False,
+    description="one trained vector per targeted layer that rescales its output (Liu et al. 2022; PEFT IA3); "
+                "no rank, few parameters: a higher rate, as its paper used"))
+
+
 # --- checks against a model ------------------------------------------------------------------
 
 
