@@ -191,3 +191,15 @@ def test_ia3_trains_one_scaling_vector_per_targeted_layer_and_has_no_rank():
 
     assert train_hash(config) == train_hash(dict(config, rank=64))
     assert not get_method("ia3").ranked
+
+
+def test_loha_update_is_a_hadamard_product_whose_rank_exceeds_r():
+    """LoHa: (B1 A1) * (B2 A2), 2 r (in + out) trained numbers per layer, an update of rank up to r^2."""
+    config, model, _, _ = _perturbed("loha")
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    n_in, n_out = layer.in_features, layer.out_features
+    trained = sum(p.numel() for name, p in layer.named_parameters() if p.requires_grad)
+    assert trained == 2 * RANK * (n_in + n_out)
+    update = layer.get_delta_weight("default")
+    assert update.shape == (n_out, n_in)
+    assert torch.linalg.matrix_rank(update).item() > RANK

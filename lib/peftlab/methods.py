@@ -224,6 +224,23 @@ register(Method(
                 "no rank, few parameters: a higher rate, as its paper used"))
 
 
+def _lycoris_common(config: Mapping) -> dict:
+    return dict(r=config["rank"], alpha=effective_alpha(config), rank_dropout=config["dropout"],
+                target_modules=list(config["target_modules"]))
+
+
+def _loha(config: Mapping):
+    from peft import LoHaConfig
+
+    return LoHaConfig(**_lycoris_common(config))
+
+
+register(Method(
+    name="loha", label="LoHa", colour="#17becf", learning_rate=2e-4, peft_config=_loha,
+    description="the update is the Hadamard product of two rank-r products, so its rank reaches r^2 "
+                "(Hyeon-Woo et al. 2022, LyCORIS; PEFT LoHa)"))
+
+
 # --- checks against a model ------------------------------------------------------------------
 
 
