@@ -203,3 +203,19 @@ def test_loha_update_is_a_hadamard_product_whose_rank_exceeds_r():
     update = layer.get_delta_weight("default")
     assert update.shape == (n_out, n_in)
     assert torch.linalg.matrix_rank(update).item() > RANK
+
+
+def test_lokr_update_is_a_kronecker_product():
+    """LoKr: the update is kron(W1, W2), W1 a small full matrix and W2 a product of rank r, so
+    it is determined by far fewer numbers than it has entries."""
+    config, model, _, _ = _perturbed("lokr")
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    w1 = layer.lokr_w1["default"]
+    # W2 is kept as its rank-r factors where r is below its size, else whole (as on the tiny model)
+    w2 = (layer.lokr_w2["default"] if "default" in layer.lokr_w2
+          else layer.lokr_w2_a["default"] @ layer.lokr_w2_b["default"])
+    update = layer.get_delta_weight("default")
+    scale = layer.scaling["default"]
+    assert torch.allclose(update, scale * torch.kron(w1, w2), atol=1e-6)
+    trained = sum(p.numel() for p in layer.parameters() if p.requires_grad)
+    assert trained < update.numel() / 10

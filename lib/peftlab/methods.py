@@ -241,6 +241,18 @@ register(Method(
                 "(Hyeon-Woo et al. 2022, LyCORIS; PEFT LoHa)"))
 
 
+def _lokr(config: Mapping):
+    from peft import LoKrConfig
+
+    return LoKrConfig(**_lycoris_common(config))
+
+
+register(Method(
+    name="lokr", label="LoKr", colour="#bcbd22", learning_rate=2e-4, peft_config=_lokr, rank_limit=None,
+    description="the update is a Kronecker product of a small full matrix and a rank-r one "
+                "(Yeh et al. 2023, LyCORIS; PEFT LoKr); r bounds one factor's rank, not the update's"))
+
+
 # --- checks against a model ------------------------------------------------------------------
 
 
