@@ -85,7 +85,7 @@ def test_protocol_defaults_for_learning_rate_and_alpha():
     ref = resolve_config(overrides={"protocol": "reference", "method": "vera", "rank": 256})
     assert effective_learning_rate(ref) == 1e-5 and effective_alpha(ref) == 16
     cor = resolve_config(overrides={"protocol": "corrected", "method": "vera", "rank": 256})
-    assert effective_learning_rate(cor) == cor["lr_vera"] and effective_alpha(cor) == 256
+    assert effective_learning_rate(cor) == 4e-3 and effective_alpha(cor) == 256
     explicit = resolve_config(overrides={"learning_rate": 3e-4, "alpha": 32})
     assert effective_learning_rate(explicit) == 3e-4 and effective_alpha(explicit) == 32
 

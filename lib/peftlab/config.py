@@ -189,10 +189,6 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "target_modules": _str_list(None),
     "vera_d_initial": _number(0, inclusive=False),
     "learning_rate": _number(0, inclusive=False, nullable=True),
-    "lr_full": _number(0, inclusive=False),
-    "lr_lora": _number(0, inclusive=False),
-    "lr_dora": _number(0, inclusive=False),
-    "lr_vera": _number(0, inclusive=False),
     "epochs": _number(0, inclusive=False),
     "batch_size": _int(1),
     "grad_accum": _int(1),
@@ -305,13 +301,17 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else repo_root() / path
 
 
+# The corrected protocol's learning rate per method (docs/protocols.md).
+CORRECTED_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "vera": 4e-3}
+
+
 def effective_learning_rate(config: Mapping[str, Any]) -> float:
     """An explicit learning_rate wins; else the protocol's default for the method."""
     if config["learning_rate"] is not None:
         return float(config["learning_rate"])
     if config["protocol"] == "reference":
         return REFERENCE_LEARNING_RATE
-    return float(config[f"lr_{config['method']}"])
+    return CORRECTED_LEARNING_RATES[config["method"]]
 
 
 def effective_alpha(config: Mapping[str, Any]) -> float:
@@ -326,3 +326,27 @@ def config_hash(config: Mapping[str, Any], keys: tuple[str, ...]) -> str:
     subset = {key: config[key] for key in keys if key in config}
     blob = json.dumps(subset, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --- the notebooks' parameters ------------------------------------------------------------
+# notebooks/train.ipynb's parameters cell sets every run key; notebooks/evaluate.ipynb's only the
+# keys an evaluation reads (evaluate.run_evaluation), besides run_dir, the model it evaluates.
+TRAIN_NOTEBOOK_KEYS = tuple(SCHEMA)
+EVAL_NOTEBOOK_KEYS = ("base_model", "dtype", "device", "protocol", "data_source", "eval_tasks", "n_eval",
+                      "max_new_tokens", "eval_batch_size", "n_latency", "latency_repeats", "out_dir", "force", "fault")
+
+
+def notebook_parameters(namespace: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`keys` as a notebook's parameters cell (and papermill's injected cell after it) set them in
+    `namespace` (the notebook's globals()), for resolve_config: the cell after the parameters cell
+    passes them on without naming them again. A key the cell does not set is an error, and so is a
+    run key the notebook does not use (papermill only warns about parameters its cell lacks)."""
+    missing = [key for key in keys if key not in namespace]
+    if missing:
+        raise ConfigError(f"the notebook's parameters cell does not set {', '.join(missing)}; "
+                          f"its parameters are {', '.join(keys)}")
+    unused = [key for key in SCHEMA if key in namespace and key not in keys]
+    if unused:
+        raise ConfigError(f"this notebook does not use the run key(s) {', '.join(unused)}; "
+                          f"its parameters are {', '.join(keys)}")
+    return {key: namespace[key] for key in keys}
