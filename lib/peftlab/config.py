@@ -305,3 +305,27 @@ def train_hash(config: Mapping[str, Any]) -> str:
     from .methods import identity
 
     return config_hash(identity(config))
+
+
+# --- the notebooks' parameters ------------------------------------------------------------
+# notebooks/train.ipynb's parameters cell sets every run key; notebooks/evaluate.ipynb's only the
+# keys an evaluation reads (evaluate.run_evaluation), besides run_dir, the model it evaluates.
+TRAIN_NOTEBOOK_KEYS = tuple(SCHEMA)
+EVAL_NOTEBOOK_KEYS = ("base_model", "dtype", "device", "protocol", "data_source", "eval_tasks", "n_eval",
+                      "max_new_tokens", "eval_batch_size", "n_latency", "latency_repeats", "out_dir", "force", "fault")
+
+
+def notebook_parameters(namespace: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`keys` as a notebook's parameters cell (and papermill's injected cell after it) set them in
+    `namespace` (the notebook's globals()), for resolve_config: the cell after the parameters cell
+    passes them on without naming them again. A key the cell does not set is an error, and so is a
+    run key the notebook does not use (papermill only warns about parameters its cell lacks)."""
+    missing = [key for key in keys if key not in namespace]
+    if missing:
+        raise ConfigError(f"the notebook's parameters cell does not set {', '.join(missing)}; "
+                          f"its parameters are {', '.join(keys)}")
+    unused = [key for key in SCHEMA if key in namespace and key not in keys]
+    if unused:
+        raise ConfigError(f"this notebook does not use the run key(s) {', '.join(unused)}; "
+                          f"its parameters are {', '.join(keys)}")
+    return {key: namespace[key] for key in keys}

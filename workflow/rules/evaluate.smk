@@ -6,6 +6,16 @@ def _run_dir(wc):
     return "''" if wc.model.startswith("base-") else f"{OUT}/runs/{wc.model}"
 
 
+# evaluate.ipynb's parameters are the evaluation keys (peftlab.config.EVAL_NOTEBOOK_KEYS): a job's
+# training keys, which `peftlab.study params` writes too, are kept out of its parameters file
+# (the notebook refuses a run key it does not use).
+EVAL_KEYS_ONLY = (
+    f'{PY} -c "import sys, yaml; from peftlab.config import EVAL_NOTEBOOK_KEYS; '
+    'job = yaml.safe_load(sys.stdin); '
+    'yaml.safe_dump({key: job[key] for key in EVAL_NOTEBOOK_KEYS}, sys.stdout, sort_keys=False)"'
+)
+
+
 # One job per (model, task), as a cluster runs them side by side; `--config eval_jobs=per_model`
 # makes one job per model (one kernel start and one model load for all its tasks), which
 # `peftlab study` passes for local profiles, where jobs run one after another.
@@ -32,7 +42,7 @@ if EVAL_JOBS == "per_model":
             accelerator=1,
         shell:
             "mkdir -p {params.folder} && "
-            "{PY} -m peftlab.study params {STUDY} {wildcards.model} > {params.folder}/params-eval.yaml && "
+            "{PY} -m peftlab.study params {STUDY} {wildcards.model} | {EVAL_KEYS_ONLY} > {params.folder}/params-eval.yaml && "
             "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
             "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate.ipynb "
             "-f {params.folder}/params-eval.yaml -p run_dir {params.run_dir} "
@@ -58,7 +68,7 @@ else:
             accelerator=1,
         shell:
             "mkdir -p {params.folder} && "
-            "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} "
+            "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} | {EVAL_KEYS_ONLY} "
             "> {params.folder}/params-eval-{wildcards.task}.yaml && "
             "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
             "{BIN}/papermill --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
