@@ -87,6 +87,7 @@ def methods_study(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_every_method_trains_through_the_notebook_and_is_scored(methods_study):
     for name, method in METHODS.items():
         run = methods_study / "runs" / (f"arc-{name}" + (f"-r{RANK}" if method.ranked else "") + "-s0")
@@ -99,6 +100,7 @@ def test_every_method_trains_through_the_notebook_and_is_scored(methods_study):
             assert json.loads((run / f"eval-{task}.json").read_text())["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_every_method_has_its_row_in_table1_and_its_point_in_the_pareto_plot(methods_study):
     records = load_study(methods_study)
     table = table1(records)

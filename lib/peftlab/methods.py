@@ -336,7 +336,7 @@ def peft_config(config: Mapping):
 def attach_method(model, config: Mapping, *, initial_adapter_dir: Path | None = None):
     """Return the model to train: the base itself when every weight trains, else a PEFT model.
     `initial_adapter_dir`: where a method that saves its adapter converted (PiSSA, OLoRA)
-    keeps the adapter as initialised."""
+    keeps the adapter as initialised (PEFT names the adapter after the folder: no '.' in it)."""
     method = get_method(config["method"])
     if not method.trains_adapter:
         for parameter in model.parameters():

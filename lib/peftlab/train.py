@@ -169,7 +169,7 @@ def run_training(*, config: Mapping) -> dict:
             raise ConfigError(f"config key 'max_length': every one of the {len(rows)} training rows is longer "
                               f"than {config['max_length']} tokens; allowed: a larger max_length")
         set_seed(config["seed"])  # adapter initialisation draws from the run's seed
-        model = attach_method(model, config, initial_adapter_dir=out_dir / ".initial-adapter")
+        model = attach_method(model, config, initial_adapter_dir=out_dir / "initial_adapter")
         counts = parameter_counts(model)
         if config["gradient_checkpointing"] and get_method(config["method"]).trains_adapter:
             model.enable_input_require_grads()
@@ -188,7 +188,7 @@ def run_training(*, config: Mapping) -> dict:
         if get_method(config["method"]).trains_adapter:
             _replace_dir(lambda d: save_adapter(model, config, d), out_dir / "adapter")
             adapter_bytes = _dir_size(out_dir / "adapter")
-            shutil.rmtree(out_dir / ".initial-adapter", ignore_errors=True)
+            shutil.rmtree(out_dir / "initial_adapter", ignore_errors=True)
         merged = merge_into_base(model, base_dtype)
 
         def save_merged(directory: Path) -> None:
