@@ -132,10 +132,11 @@ def _converted_adapter_fits_the_original_base(method: str, tmp_path) -> None:
         assert (reloaded(**inputs).logits - trained).abs().max().item() <= 1e-4
 
 
-def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the_original_base(tmp_path):
-    """PiSSA moves the top-r singular components of each targeted weight into the adapter: at the
-    start, base + adapter is the original model, and the frozen residual lacks exactly those."""
-    config = resolve_config(overrides=dict(base_model="tiny", method="pissa", rank=RANK, dropout=0.0))
+def _attached_as_the_original(method: str):
+    """The method attached to the tiny base, checked to compute the original model at the start
+    (PiSSA and OLoRA move part of each weight into the adapter); returns the original q_proj
+    weight of layer 0 and that layer."""
+    config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=RANK, dropout=0.0))
     original, tokenizer, _ = load_model(base_model="tiny")
     weight = original.model.layers[0].self_attn.q_proj.weight.detach().clone()
     inputs = tokenizer(["2 + 2 ="], return_tensors="pt")
@@ -144,9 +145,16 @@ def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the
     model = attach_method(original, config).eval()
     with torch.no_grad():
         assert (model(**inputs).logits - before).abs().max().item() <= 1e-4
-    residual = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+    return weight, model.base_model.model.model.layers[0].self_attn.q_proj
+
+
+def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the_original_base(tmp_path):
+    """PiSSA moves the top-r singular components of each targeted weight into the adapter: at the
+    start, base + adapter is the original model, and the frozen residual lacks exactly those."""
+    weight, layer = _attached_as_the_original("pissa")
     spectrum = torch.linalg.svdvals(weight)
     # the residual's spectrum is the original's without its first r singular values
+    residual = layer.base_layer.weight
     assert torch.allclose(torch.linalg.svdvals(residual)[:5], spectrum[RANK:RANK + 5], atol=1e-4)
     _converted_adapter_fits_the_original_base("pissa", tmp_path)
 
@@ -154,15 +162,8 @@ def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the
 def test_olora_starts_from_an_orthonormal_basis_and_saves_an_adapter_for_the_original_base(tmp_path):
     """OLoRA's B starts as the first r orthonormal columns of the weight's QR decomposition (A as
     the matching rows of R), and base + adapter is the original model at the start."""
-    config = resolve_config(overrides=dict(base_model="tiny", method="olora", rank=RANK, dropout=0.0))
-    original, tokenizer, _ = load_model(base_model="tiny")
-    inputs = tokenizer(["2 + 2 ="], return_tensors="pt")
-    with torch.no_grad():
-        before = original(**inputs).logits
-    model = attach_method(original, config).eval()
-    with torch.no_grad():
-        assert (model(**inputs).logits - before).abs().max().item() <= 1e-4
-    b = model.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    _, layer = _attached_as_the_original("olora")
+    b = layer.lora_B["default"].weight
     assert torch.allclose(b.T @ b, torch.eye(RANK), atol=1e-4)
     _converted_adapter_fits_the_original_base("olora", tmp_path)
 
