@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .config import repo_root
+from .errors import PeftlabError
 from .results import atomic_dir
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -40,7 +41,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(PeftlabError, RuntimeError):
     """The requested model cannot be found or loaded."""
 
 

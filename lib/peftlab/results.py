@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import repo_root
+from .errors import PeftlabError
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "pandas", "papermill", "snakemake")
 REQUIRED_FIELDS = ("kind", "status", "meta")
 
 
-class ResultError(ValueError):
+class ResultError(PeftlabError, ValueError):
     """A result file is missing, truncated or not a result record."""
 
 

@@ -40,6 +40,7 @@ from .config import (
     validate,
 )
 from .config import train_hash as run_identity_hash
+from .errors import PeftlabError
 from .methods import METHODS as METHOD_REGISTRY
 
 STUDY_KEYS = {
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_study(args.study, profile=args.profile, directory=args.directory,
                              config=args.extra_config, gpus=args.gpus)
-        except (ConfigError, ValueError) as exc:
+        except (PeftlabError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "params":

@@ -24,6 +24,7 @@ import torch
 
 from .config import ConfigError, train_hash
 from .data import load_rows
+from .errors import PeftlabError
 from .memory import PhaseMemory
 from .methods import (
     attach_method,
@@ -40,7 +41,7 @@ from .results import atomic_dir, failure, reusable_record, run_metadata, write_j
 from .tasks import train_example
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(PeftlabError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
