@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError
+from .errors import PeftlabError
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -81,12 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DataError
-    from .models import ModelLoadError
-
     try:
         return args.run(args)
-    except (ConfigError, DataError, ModelLoadError) as exc:
+    except PeftlabError as exc:
         print(f"peftlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

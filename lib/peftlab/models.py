@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .config import repo_root
+from .errors import PeftlabError
+from .results import atomic_dir
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,7 +41,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(PeftlabError, RuntimeError):
     """The requested model cannot be found or loaded."""
 
 
@@ -80,22 +80,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     return getattr(torch, dtype)
-
-
-def _atomic_dir(final: Path, build) -> Path:
-    """Build a directory under a temporary name, then rename it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        build(tmp)
-        if final.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 # --- embedded ------------------------------------------------------------------------
@@ -137,7 +121,7 @@ def embedded_checkpoint() -> Path:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(final, build)
+    return atomic_dir(final, build)
 
 
 # --- tiny ----------------------------------------------------------------------------
@@ -168,7 +152,7 @@ def _tiny_tokenizer_dir() -> Path:
         fast.chat_template = CHATML_TEMPLATE
         fast.save_pretrained(tmp)
 
-    return _atomic_dir(final, build)
+    return atomic_dir(final, build)
 
 
 def tiny_config(vocab_size: int, eos_token_id: int, pad_token_id: int):

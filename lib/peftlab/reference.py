@@ -57,7 +57,7 @@ from .evaluate import latency_fit
 from .methods import METHODS
 from .tasks import TASKS
 from .results import ResultError, read_record, write_json, write_parquet
-from .study import short_name
+from .run_names import base_run_name, train_run_name
 
 DEFAULT_SOURCE = "data/reference-results"
 DEFAULT_OUT = "outputs/reference"
@@ -123,15 +123,14 @@ def parse_name(file_name: str) -> dict:
     base_model = f"Qwen/{match['base']}"
     if match["task"] is None:
         return {"base_model": base_model, "trained": False, "method": "base", "rank": None, "train_task": None,
-                "seed": None, "folder": f"base-{short_name(base_model)}"}
+                "seed": None, "folder": base_run_name(base_model)}
     method = RAW_METHODS[match["method"]]
     if (method == "full") != (match["rank"] == ""):
         raise ResultError(f"reference result file {file_name!r}: a rank goes with an adapter method only")
     rank = None if method == "full" else int(match["rank"])
     train_task = RAW_TASKS[match["task"]]
-    tag = "" if rank is None else f"-r{rank}"
     return {"base_model": base_model, "trained": True, "method": method, "rank": rank, "train_task": train_task,
-            "seed": SEED, "folder": f"{train_task}-{method}{tag}-s{SEED}"}
+            "seed": SEED, "folder": train_run_name(train_task, method, rank, SEED)}
 
 
 def _need(mapping: Any, key: str, where: str) -> Any:

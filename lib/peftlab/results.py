@@ -1,7 +1,8 @@
-"""Result files: atomic writes, provenance metadata, and loading that detects damage.
+"""The records module: atomic writes of files and directories, provenance metadata, loading
+that detects damage, and the check whether a finished record can be reused.
 
-A result is written to a temporary name in the same folder and renamed into place, so a
-killed run never leaves a file that looks finished. Every record carries a `kind`, a
+A file or directory is built under a temporary name in its own folder and renamed into place,
+so a killed run never leaves one that looks finished. Every record carries a `kind`, a
 `status` (ok | failed) and provenance (`meta`).
 """
 
@@ -11,25 +12,32 @@ import json
 import math
 import os
 import platform
+import re
+import secrets
+import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .config import repo_root
+from .errors import PeftlabError
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "pandas", "papermill", "snakemake")
 REQUIRED_FIELDS = ("kind", "status", "meta")
 
 
-class ResultError(ValueError):
+class ResultError(PeftlabError, ValueError):
     """A result file is missing, truncated or not a result record."""
 
 
-def _atomic_write(path: Path, write) -> Path:
+def atomic_file(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` writes the file under a temporary name beside `path`, which then replaces
+    `path` in one rename: readers see the old file or the whole new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -41,6 +49,43 @@ def _atomic_write(path: Path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_dir(final: str | os.PathLike, build: Callable[[Path], object], *, replace: bool = False) -> Path:
+    """`build(tmp)` fills an empty temporary sibling of `final`, which is then renamed into place:
+    an interrupted build leaves the old directory (or none) intact, never a partial one.
+
+    replace=False (shared caches): if `final` exists by then, another process built it first;
+    it is kept, since a reader may be using it, and this build is discarded.
+    replace=True (a run's own outputs): the new directory replaces the old one, which is renamed
+    aside, not deleted, until the new one is in place. Leftovers of killed builds are removed
+    first: the caller owns `final`, so no other process is building it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if replace:
+        leftover = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{8}}(\.old)?\.tmp")
+        for path in final.parent.iterdir():
+            if leftover.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+    token = secrets.token_hex(4)
+    tmp = final.with_name(f".{final.name}.{token}.tmp")
+    old = final.with_name(f".{final.name}.{token}.old.tmp")
+    tmp.mkdir()  # not mkdtemp: the directory gets the umask's permissions, as any other output
+    try:
+        build(tmp)
+        if final.exists() and not replace:
+            shutil.rmtree(tmp)
+            return final
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException:
+        if old.exists() and not final.exists():
+            old.rename(final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def _jsonable(value: Any) -> Any:
@@ -58,11 +103,11 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, record: dict) -> Path:
     text = json.dumps(_jsonable(record), indent=2, sort_keys=False, allow_nan=False)
-    return _atomic_write(Path(path), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    return atomic_file(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
 def write_parquet(path: str | os.PathLike, frame) -> Path:
-    return _atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+    return atomic_file(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def read_record(path: str | os.PathLike) -> dict:

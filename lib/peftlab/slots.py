@@ -27,8 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import PeftlabError
 
-class SlotError(ValueError):
+
+class SlotError(PeftlabError, ValueError):
     """A slot count, core count or GPU setting that cannot work."""
 
 

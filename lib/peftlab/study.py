@@ -12,7 +12,7 @@ params/studies/<name>.yaml:
   overrides: {n_train: 64}             # any run key (params/defaults.yaml), for every job
   method_overrides: {full: {learning_rate: 2.0e-5}}   # per method
 
-Every job gets a readable name (`openmath-dora-r16-s0`, `base-embedded`) and a full,
+Every job gets a readable name (`openmath-dora-r16-s0`, `base-embedded`; peftlab.run_names) and a full,
 validated run configuration; the run's identity hash is in its record.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,9 @@ from .config import (
     validate,
 )
 from .config import train_hash as run_identity_hash
+from .errors import PeftlabError
 from .methods import METHODS as METHOD_REGISTRY
+from .run_names import base_run_name, short_name, train_run_name
 
 STUDY_KEYS = {
     "description": "a sentence on what the study is for",
@@ -95,11 +96,6 @@ def study_path(name: str) -> Path:
     return path
 
 
-def short_name(base_model: str) -> str:
-    """'Qwen/Qwen3-0.6B' -> 'qwen3-0.6b'; a local path -> its folder name."""
-    return re.sub(r"[^a-z0-9.]+", "-", Path(base_model.rstrip("/")).name.lower()).strip("-")
-
-
 def load_plan(name: str) -> Plan:
     """Validate a study file and expand it into train and evaluate jobs."""
     path = study_path(name)
@@ -148,10 +144,9 @@ def load_plan(name: str) -> Plan:
                               + ", ".join(m for m, spec in METHOD_REGISTRY.items() if not spec.ranked) + ")")
                 for rank in ranks:
                     for seed in seeds:
-                        prefix = f"{short_name(base)}-" if several_bases else ""
                         ranked = METHOD_REGISTRY[method].ranked
-                        tag = f"-r{rank}" if ranked else ""
-                        name = f"{prefix}{task}-{method}{tag}-s{seed}"
+                        name = train_run_name(task, method, rank if ranked else None, seed,
+                                              base_prefix=short_name(base) if several_bases else "")
                         values = {**common, **method_overrides.get(method, {}), "base_model": base,
                                   "method": method, "train_task": task, "seed": seed}
                         if ranked:
@@ -159,7 +154,7 @@ def load_plan(name: str) -> Plan:
                         values["out_dir"] = str(out / "runs" / name)
                         plan.train[name] = Job(name, "train", resolve_config(overrides=values))
     for base in untuned:
-        name = f"base-{short_name(base)}"
+        name = base_run_name(base)
         values = {**common, "base_model": base, "out_dir": str(out / "runs" / name)}
         plan.base[name] = Job(name, "base", resolve_config(overrides=values))
     if not plan.train and not plan.base:
@@ -289,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_study(args.study, profile=args.profile, directory=args.directory,
                              config=args.extra_config, gpus=args.gpus)
-        except (ConfigError, ValueError) as exc:
+        except (PeftlabError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "params":

@@ -24,6 +24,7 @@ import torch
 
 from .config import ConfigError, train_hash
 from .data import load_rows
+from .errors import PeftlabError
 from .memory import PhaseMemory
 from .methods import (
     attach_method,
@@ -36,25 +37,16 @@ from .methods import (
     save_adapter,
 )
 from .models import load_model
-from .results import failure, reusable_record, run_metadata, write_json
+from .results import atomic_dir, failure, reusable_record, run_metadata, write_json
 from .tasks import train_example
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(PeftlabError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _replace_dir(build, final: Path) -> None:
-    """Write a directory under a temporary name, then swap it into place."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
 
 
 def _fit_rows(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -186,7 +178,7 @@ def run_training(*, config: Mapping) -> dict:
         save_started = time.perf_counter()
         adapter_bytes = None
         if get_method(config["method"]).trains_adapter:
-            _replace_dir(lambda d: save_adapter(model, config, d), out_dir / "adapter")
+            atomic_dir(out_dir / "adapter", lambda d: save_adapter(model, config, d), replace=True)
             adapter_bytes = _dir_size(out_dir / "adapter")
             shutil.rmtree(out_dir / "initial_adapter", ignore_errors=True)
         merged = merge_into_base(model, base_dtype)
@@ -195,7 +187,7 @@ def run_training(*, config: Mapping) -> dict:
             merged.save_pretrained(directory)
             tokenizer.save_pretrained(directory)
 
-        _replace_dir(save_merged, out_dir / "model")
+        atomic_dir(out_dir / "model", save_merged, replace=True)
         timings["save_s"] = time.perf_counter() - save_started
 
         record.update({

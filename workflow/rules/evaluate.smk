@@ -1,9 +1,12 @@
+from peftlab.run_names import is_base_run
+
+
 def _train_record(wc):
-    return [] if wc.model.startswith("base-") else [f"{OUT}/runs/{wc.model}/train.json"]
+    return [] if is_base_run(wc.model) else [f"{OUT}/runs/{wc.model}/train.json"]
 
 
 def _run_dir(wc):
-    return "''" if wc.model.startswith("base-") else f"{OUT}/runs/{wc.model}"
+    return "''" if is_base_run(wc.model) else f"{OUT}/runs/{wc.model}"
 
 
 # evaluate.ipynb's parameters are the evaluation keys (peftlab.config.EVAL_NOTEBOOK_KEYS): a job's

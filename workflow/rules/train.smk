@@ -1,3 +1,6 @@
+from peftlab.run_names import TRAIN_RUN_WILDCARD
+
+
 # A run's record is its target. A failure is recorded (status failed) and accepted so the
 # other jobs go on; an interrupted run leaves no record and is redone on the next start.
 rule train:
@@ -13,7 +16,7 @@ rule train:
     resources:
         accelerator=1,
     wildcard_constraints:
-        run="(?!base-)[^/]+",
+        run=TRAIN_RUN_WILDCARD,  # an untuned base model has no training run
     shell:
         "mkdir -p {params.folder} && "
         "{PY} -m peftlab.study params {STUDY} {wildcards.run} > {params.folder}/params-train.yaml && "
