@@ -9,7 +9,7 @@ STAMP       := $(VENV)/.setup-done
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 
-.PHONY: setup demo study report reference-report test lab clean-outputs
+.PHONY: setup demo study report reference-report lint test lab clean-outputs
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ report: setup
 # The reference study's published results imported into this project's records, and its report.
 reference-report: setup
 	$(PEFTLAB) report reference
+
+# Lint and format check (ruff, settings in pyproject.toml); `ruff format` rewrites what it flags.
+LINTED := lib tests bench notebooks report
+lint: setup
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 test: setup
 	$(PY) -m pytest -q

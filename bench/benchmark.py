@@ -52,24 +52,36 @@ def _record(device: str, result: dict) -> dict:
 
 
 def run_eval(args, summary: dict, eval_batch: int) -> None:
-    results = bench_eval(base_model=args.base_model, sizes=args.eval_items, device="cpu", dtype="float32",
-                         batch_size=eval_batch, max_new_tokens=args.eval_max_new_tokens)
+    results = bench_eval(
+        base_model=args.base_model,
+        sizes=args.eval_items,
+        device="cpu",
+        dtype="float32",
+        batch_size=eval_batch,
+        max_new_tokens=args.eval_max_new_tokens,
+    )
     for total, result in results.items():
         write_json(OUT / f"eval-{total}.json", _record("cpu", result))
         summary.update(eval_summary(result))
-        line = ", ".join(f"{name} {v['speedup']:.2f}x ({100 * v['identical_parsed_share']:.1f} % identical parsed)"
-                         for name, v in result["variants"].items())
+        line = ", ".join(
+            f"{name} {v['speedup']:.2f}x ({100 * v['identical_parsed_share']:.1f} % identical parsed)"
+            for name, v in result["variants"].items()
+        )
         print(f"eval, {total} items: reference {result['reference']['items_per_s']:.3f} items/s; {line}")
 
 
 def run_train(args, summary: dict, peaks: dict) -> None:
-    result = bench_train(base_model=args.base_model, n_train=args.train_rows, device="cpu", dtype="float32",
-                         peaks=peaks)
+    result = bench_train(
+        base_model=args.base_model, n_train=args.train_rows, device="cpu", dtype="float32", peaks=peaks
+    )
     write_json(OUT / "train.json", _record("cpu", result))
     summary.update(train_summary(result))
     for method, r in result.items():
-        layouts = ", ".join(f"{name} {v['speedup']:.2f}x / loss {100 * v['final_loss_rel_diff']:+.2f} % / "
-                            f"{v['peak_memory_gb'] or 0:.1f} GB" for name, v in r["layouts"].items())
+        layouts = ", ".join(
+            f"{name} {v['speedup']:.2f}x / loss {100 * v['final_loss_rel_diff']:+.2f} % / "
+            f"{v['peak_memory_gb'] or 0:.1f} GB"
+            for name, v in r["layouts"].items()
+        )
         print(f"train {method} vs reference: {layouts}; fastest with the same loss: {r['fastest_loss_equivalent']}")
 
 
@@ -90,13 +102,21 @@ def run_scale(args, summary: dict) -> None:
     device = "cuda" if args.scale_device == "auto" and torch.cuda.is_available() else args.scale_device
     device = "cpu" if device == "auto" else device
     methods = {m: SCALE_METHODS[m] for m in args.scale_methods} if args.scale_methods else None
+
     def write(result):  # after each method: a run cut short by a time limit keeps what it measured
         write_json(OUT / "scale.json", _record(device, result))
 
-    result = bench_scale(device=device, n_train=args.scale_rows, batch_size=args.scale_batch,
-                         max_length=args.scale_max_length, new_tokens=args.scale_new_tokens,
-                         eval_batch=args.scale_eval_batch, methods=methods, keep_models=args.scale_keep_models,
-                         progress=write)
+    result = bench_scale(
+        device=device,
+        n_train=args.scale_rows,
+        batch_size=args.scale_batch,
+        max_length=args.scale_max_length,
+        new_tokens=args.scale_new_tokens,
+        eval_batch=args.scale_eval_batch,
+        methods=methods,
+        keep_models=args.scale_keep_models,
+        progress=write,
+    )
     write(result)
     summary["scale"] = scale_summary(result)
     for name, run in result["runs"].items():
@@ -105,8 +125,10 @@ def run_scale(args, summary: dict) -> None:
             continue
         t = run["train"]
         decode = ", ".join(f"{key} {1000 * d['decode_s_per_token']:.1f} ms/token" for key, d in run["decode"].items())
-        print(f"scale {name}: {t['optimizer_steps']} step(s), {t['s_per_step']:.1f} s/step, "
-              f"{t['tokens_per_s']:.0f} tokens/s, peak {t['peak_memory_gb']:.2f} GB; decode {decode}")
+        print(
+            f"scale {name}: {t['optimizer_steps']} step(s), {t['s_per_step']:.1f} s/step, "
+            f"{t['tokens_per_s']:.0f} tokens/s, peak {t['peak_memory_gb']:.2f} GB; decode {decode}"
+        )
 
 
 def run_cuda(args, summary: dict, eval_batch: int) -> None:
@@ -115,27 +137,50 @@ def run_cuda(args, summary: dict, eval_batch: int) -> None:
         print("cuda: skipped (no CUDA device)")
         return
     gpu_peak = matmul_peak(torch.device("cuda"), size=8192)
-    evals = bench_eval(base_model=args.base_model, sizes=args.eval_items, device="cuda", dtype="bfloat16",
-                       batch_size=eval_batch, max_new_tokens=args.eval_max_new_tokens)
-    train = bench_train(base_model=args.base_model, n_train=args.train_rows, device="cuda", dtype="bfloat16",
-                        peaks=gpu_peak["flops"])
+    evals = bench_eval(
+        base_model=args.base_model,
+        sizes=args.eval_items,
+        device="cuda",
+        dtype="bfloat16",
+        batch_size=eval_batch,
+        max_new_tokens=args.eval_max_new_tokens,
+    )
+    train = bench_train(
+        base_model=args.base_model, n_train=args.train_rows, device="cuda", dtype="bfloat16", peaks=gpu_peak["flops"]
+    )
     write_json(OUT / "cuda.json", _record("cuda", {"matmul": gpu_peak, "eval": evals, "train": train}))
-    summary["cuda"] = {**{k: v for r in evals.values() for k, v in eval_summary(r).items()},
-                       **{k: v for k, v in train_summary(train).items() if k.startswith("train_speedup")},
-                       "matmul_peak_flops_bf16": gpu_peak["flops"]["bfloat16"]}
+    summary["cuda"] = {
+        **{k: v for r in evals.values() for k, v in eval_summary(r).items()},
+        **{k: v for k, v in train_summary(train).items() if k.startswith("train_speedup")},
+        "matmul_peak_flops_bf16": gpu_peak["flops"]["bfloat16"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default="embedded", help="model of the eval and train parts")
     parser.add_argument("--only", choices=PARTS, action="append", help="run this part (repeatable); default: all")
-    parser.add_argument("--eval-items", type=int, nargs="+", default=[60, 200], metavar="N",
-                        help="evaluation sizes in items, each split evenly over arc, openmath, squad_v2 "
-                             "(60 = 20 per task, the summary's eval_speedup; any other N gives eval_speedup_N)")
-    parser.add_argument("--eval-max-new-tokens", type=int, default=REFERENCE_MAX_NEW_TOKENS,
-                        help="generation cap of every eval variant (the reference's 1000; lower only for a quick check)")
-    parser.add_argument("--eval-batch-size", type=int, default=None,
-                        help="batch of the project's evaluation (default: eval_batch_size in params/defaults.yaml)")
+    parser.add_argument(
+        "--eval-items",
+        type=int,
+        nargs="+",
+        default=[60, 200],
+        metavar="N",
+        help="evaluation sizes in items, each split evenly over arc, openmath, squad_v2 "
+        "(60 = 20 per task, the summary's eval_speedup; any other N gives eval_speedup_N)",
+    )
+    parser.add_argument(
+        "--eval-max-new-tokens",
+        type=int,
+        default=REFERENCE_MAX_NEW_TOKENS,
+        help="generation cap of every eval variant (the reference's 1000; lower only for a quick check)",
+    )
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        help="batch of the project's evaluation (default: eval_batch_size in params/defaults.yaml)",
+    )
     parser.add_argument("--train-rows", type=int, default=64, help="rows in the training benchmark")
     scale = parser.add_argument_group("scale", "defaults per device: bench/scale.py DEFAULTS")
     scale.add_argument("--scale-device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -157,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(OUT / "matmul.json", _record("cpu", peak))
     summary["matmul_peak_flops"] = peak["flops"]["float32"]
     summary["matmul_peak_flops_bf16"] = peak["flops"]["bfloat16"]
-    print(f"matmul peak: {peak['flops']['float32'] / 1e9:.0f} GFLOP/s fp32, "
-          f"{peak['flops']['bfloat16'] / 1e9:.0f} GFLOP/s bf16 ({peak['threads']} threads)")
+    print(
+        f"matmul peak: {peak['flops']['float32'] / 1e9:.0f} GFLOP/s fp32, "
+        f"{peak['flops']['bfloat16'] / 1e9:.0f} GFLOP/s bf16 ({peak['threads']} threads)"
+    )
 
     if "eval" in parts:
         run_eval(args, summary, eval_batch)

@@ -73,15 +73,24 @@ def compare(reference: list[dict], replies: list[dict]) -> dict:
     return {
         "identical_parsed_share": share_equal((s, True) for s in same),
         # the corrected scoring reads the last box; stopping at the first box may change it
-        "identical_last_box_share": share_equal((extract_boxed(a["reply"]), extract_boxed(b["reply"]))
-                                                for a, b in zip(reference, replies)),
+        "identical_last_box_share": share_equal(
+            (extract_boxed(a["reply"]), extract_boxed(b["reply"])) for a, b in zip(reference, replies)
+        ),
         "identical_reply_share": share_equal((a["reply"], b["reply"]) for a, b in zip(reference, replies)),
         "differing_items": [i for i, ok in enumerate(same) if not ok],
     }
 
 
-def bench_eval(*, base_model: str, sizes: list[int], device: str, dtype: str, batch_size: int,
-               max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS, variants: dict | None = None) -> dict[int, dict]:
+def bench_eval(
+    *,
+    base_model: str,
+    sizes: list[int],
+    device: str,
+    dtype: str,
+    batch_size: int,
+    max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS,
+    variants: dict | None = None,
+) -> dict[int, dict]:
     """One result per size: the reference protocol's items/s, each variant's, their ratio and
     the share of identical parsed answers."""
     variants = variants or VARIANTS
@@ -101,12 +110,18 @@ def bench_eval(*, base_model: str, sizes: list[int], device: str, dtype: str, ba
         ref_s = sum(r["seconds"] for r in ref)
         subset = [prompts[i] for i in positions]
         result = {
-            "model": info.to_dict(), "items": total, "per_task": counts, "max_new_tokens": max_new_tokens,
+            "model": info.to_dict(),
+            "items": total,
+            "per_task": counts,
+            "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
-            "reference": {"wall_s": ref_s, "items_per_s": total / ref_s,
-                          "tokens_generated": sum(r["tokens_generated"] for r in ref),
-                          "hit_max_new_tokens": sum(r["tokens_generated"] >= max_new_tokens for r in ref),
-                          "parsed_share": sum(reference_parse(r["reply"]) is not None for r in ref) / total},
+            "reference": {
+                "wall_s": ref_s,
+                "items_per_s": total / ref_s,
+                "tokens_generated": sum(r["tokens_generated"] for r in ref),
+                "hit_max_new_tokens": sum(r["tokens_generated"] >= max_new_tokens for r in ref),
+                "parsed_share": sum(reference_parse(r["reply"]) is not None for r in ref) / total,
+            },
             "variants": {},
             "goal": {"speedup": SPEEDUP_GOAL, "identical_parsed_share": IDENTICAL_GOAL},
         }
@@ -114,13 +129,24 @@ def bench_eval(*, base_model: str, sizes: list[int], device: str, dtype: str, ba
             # a short untimed call first: the first decoding after the batch-1 pass pays set-up costs
             generate_batched(model, tokenizer, subset[:1], max_new_tokens=4, batch_size=1, desc="warm-up", **keywords)
             started = time.perf_counter()
-            replies = generate_batched(model, tokenizer, subset, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                       desc=f"{name} ({total} items)", **keywords)
+            replies = generate_batched(
+                model,
+                tokenizer,
+                subset,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                desc=f"{name} ({total} items)",
+                **keywords,
+            )
             wall = time.perf_counter() - started
             agreement = compare(ref, replies)
             result["variants"][name] = {
-                "generate_batched": keywords, "wall_s": wall, "items_per_s": total / wall, "speedup": ref_s / wall,
-                **agreement, "tokens_generated": sum(r["tokens_generated"] for r in replies),
+                "generate_batched": keywords,
+                "wall_s": wall,
+                "items_per_s": total / wall,
+                "speedup": ref_s / wall,
+                **agreement,
+                "tokens_generated": sum(r["tokens_generated"] for r in replies),
                 "goal_met": ref_s / wall >= SPEEDUP_GOAL and agreement["identical_parsed_share"] >= IDENTICAL_GOAL,
             }
         results[total] = result
@@ -134,10 +160,14 @@ def eval_summary(result: dict) -> dict:
     keys = {f"eval_items{sfx}": result["items"]}
     if "batched" in variants:
         batched = variants["batched"]
-        keys.update({f"eval_speedup{sfx}": batched["speedup"],
-                     f"eval_identical_share{sfx}": batched["identical_parsed_share"],
-                     f"eval_identical_reply_share{sfx}": batched["identical_reply_share"],
-                     f"eval_goal_met{sfx}": batched["goal_met"]})
+        keys.update(
+            {
+                f"eval_speedup{sfx}": batched["speedup"],
+                f"eval_identical_share{sfx}": batched["identical_parsed_share"],
+                f"eval_identical_reply_share{sfx}": batched["identical_reply_share"],
+                f"eval_goal_met{sfx}": batched["goal_met"],
+            }
+        )
     for name, variant in variants.items():
         if name != "batched" and name.startswith("batched_"):
             tail = name.removeprefix("batched_")

@@ -62,9 +62,12 @@ class StepClock:
         `batch` tokens)."""
         steps = len(self.stamps) - 1
         per_step = (self.stamps[-1] - self.stamps[0]) / steps if steps > 0 else None
-        return {"prefill_s": self.stamps[0] - started if self.stamps else None,
-                "decode_steps": steps, "decode_s_per_step": per_step,
-                "decode_s_per_token": per_step / batch if per_step is not None else None}
+        return {
+            "prefill_s": self.stamps[0] - started if self.stamps else None,
+            "decode_steps": steps,
+            "decode_s_per_step": per_step,
+            "decode_s_per_token": per_step / batch if per_step is not None else None,
+        }
 
 
 def time_decode(model, tokenizer, prompts: list[str], *, new_tokens: int) -> dict:
@@ -74,12 +77,19 @@ def time_decode(model, tokenizer, prompts: list[str], *, new_tokens: int) -> dic
     clock = StepClock()
     with PhaseMemory(model.device, label=f"decode peak (batch {len(prompts)})") as memory:
         started = time.perf_counter()
-        sequences = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
-                                  eos_ids=set(), stop=clock)
+        sequences = greedy_decode(
+            model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens, eos_ids=set(), stop=clock
+        )
         wall = time.perf_counter() - started
-    return {"batch": len(prompts), "prompt_tokens": int(batch["attention_mask"].sum()),
-            "new_tokens": new_tokens, "tokens_generated": sum(len(s) for s in sequences), "wall_s": wall,
-            **clock.split(started, len(prompts)), "memory": memory.result()}
+    return {
+        "batch": len(prompts),
+        "prompt_tokens": int(batch["attention_mask"].sum()),
+        "new_tokens": new_tokens,
+        "tokens_generated": sum(len(s) for s in sequences),
+        "wall_s": wall,
+        **clock.split(started, len(prompts)),
+        "memory": memory.result(),
+    }
 
 
 def _free(device: str) -> None:
@@ -88,26 +98,60 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def scale_one(*, method: str, rank: int | None, base_model: str, device: str, dtype: str, n_train: int,
-              batch_size: int, max_length: int, new_tokens: int, eval_batch: int, keep_models: bool) -> dict:
+def scale_one(
+    *,
+    method: str,
+    rank: int | None,
+    base_model: str,
+    device: str,
+    dtype: str,
+    n_train: int,
+    batch_size: int,
+    max_length: int,
+    new_tokens: int,
+    eval_batch: int,
+    keep_models: bool,
+) -> dict:
     """One method: its training steps, then its merged model's decoding at batch 1 and `eval_batch`."""
     name = method if rank is None else f"{method}-r{rank}"
     out_dir = OUT / "scale-runs" / name
-    config = resolve_config(overrides=dict(
-        base_model=base_model, method=method, rank=rank or 16, train_task=TASK, n_train=n_train,
-        batch_size=batch_size, grad_accum=1, max_length=max_length, group_by_length=False, protocol="corrected",
-        device=device, dtype=dtype, force=True, out_dir=str(out_dir)))
+    config = resolve_config(
+        overrides=dict(
+            base_model=base_model,
+            method=method,
+            rank=rank or 16,
+            train_task=TASK,
+            n_train=n_train,
+            batch_size=batch_size,
+            grad_accum=1,
+            max_length=max_length,
+            group_by_length=False,
+            protocol="corrected",
+            device=device,
+            dtype=dtype,
+            force=True,
+            out_dir=str(out_dir),
+        )
+    )
     record = run_training(config=config)
     steps = record["optimizer_steps"]
     train = {
-        "optimizer_steps": steps, "rows": record["n_rows"], "rows_too_long": record["n_rows_too_long"],
-        "tokens": record["tokens"], "train_s": record["timings"]["train_s"],
+        "optimizer_steps": steps,
+        "rows": record["n_rows"],
+        "rows_too_long": record["n_rows_too_long"],
+        "tokens": record["tokens"],
+        "train_s": record["timings"]["train_s"],
         "s_per_step": record["timings"]["train_s"] / steps if steps else None,
-        "tokens_per_s": record["tokens_per_s"], "bf16_autocast": record["bf16_autocast"],
-        "memory": record["memory"], "peak_memory_gb": peak_memory_gb(record["memory"]),
-        "trainable_params": record["trainable_params"], "total_params": record["total_params"],
-        "adapter_bytes": record["adapter_bytes"], "merged_bytes": record["model"]["merged_bytes"],
-        "load_s": record["timings"]["load_s"], "save_s": record["timings"]["save_s"],
+        "tokens_per_s": record["tokens_per_s"],
+        "bf16_autocast": record["bf16_autocast"],
+        "memory": record["memory"],
+        "peak_memory_gb": peak_memory_gb(record["memory"]),
+        "trainable_params": record["trainable_params"],
+        "total_params": record["total_params"],
+        "adapter_bytes": record["adapter_bytes"],
+        "merged_bytes": record["model"]["merged_bytes"],
+        "load_s": record["timings"]["load_s"],
+        "save_s": record["timings"]["save_s"],
         "final_loss": record["final_loss"],
     }
     _free(device)
@@ -125,16 +169,32 @@ def scale_one(*, method: str, rank: int | None, base_model: str, device: str, dt
     return {"status": "ok", "method": method, "rank": rank, "model": info.to_dict(), "train": train, "decode": decode}
 
 
-def bench_scale(*, base_model: str = BASE_MODEL, device: str, dtype: str | None = None, n_train: int | None = None,
-                batch_size: int | None = None, max_length: int | None = None, new_tokens: int | None = None,
-                eval_batch: int | None = None, methods: dict | None = None, keep_models: bool = False,
-                progress=None) -> dict:
+def bench_scale(
+    *,
+    base_model: str = BASE_MODEL,
+    device: str,
+    dtype: str | None = None,
+    n_train: int | None = None,
+    batch_size: int | None = None,
+    max_length: int | None = None,
+    new_tokens: int | None = None,
+    eval_batch: int | None = None,
+    methods: dict | None = None,
+    keep_models: bool = False,
+    progress=None,
+) -> dict:
     """Every method at paper scale; a method that fails (out of memory, say) is recorded as
     failed and the others still run. `progress(result)` is called after each method with the
     result so far (to write it before a time limit cuts the run short)."""
     sizes = dict(DEFAULTS["cuda" if device == "cuda" else "cpu"])
-    for key, value in (("dtype", dtype), ("n_train", n_train), ("batch_size", batch_size),
-                       ("max_length", max_length), ("new_tokens", new_tokens), ("eval_batch", eval_batch)):
+    for key, value in (
+        ("dtype", dtype),
+        ("n_train", n_train),
+        ("batch_size", batch_size),
+        ("max_length", max_length),
+        ("new_tokens", new_tokens),
+        ("eval_batch", eval_batch),
+    ):
         if value is not None:
             sizes[key] = value
     if sizes["eval_batch"] is None:
@@ -144,15 +204,28 @@ def bench_scale(*, base_model: str = BASE_MODEL, device: str, dtype: str | None 
         name = method if rank is None else f"{method}-r{rank}"
         print(f"scale: {name} on {base_model} ({device}, {sizes['dtype']})", flush=True)
         try:
-            runs[name] = scale_one(method=method, rank=rank, base_model=base_model, device=device,
-                                   keep_models=keep_models, **sizes)
+            runs[name] = scale_one(
+                method=method, rank=rank, base_model=base_model, device=device, keep_models=keep_models, **sizes
+            )
         except Exception as error:  # recorded; the other methods still run
-            runs[name] = {"status": "failed", "method": method, "rank": rank,
-                          "error": {"type": type(error).__name__, "message": str(error)[:2000]}}
+            runs[name] = {
+                "status": "failed",
+                "method": method,
+                "rank": rank,
+                "error": {"type": type(error).__name__, "message": str(error)[:2000]},
+            }
             _free(device)
         if progress:
-            progress({"base_model": base_model, "device": device, "task": TASK, "sizes": sizes, "runs": runs,
-                      "complete": len(runs) == len(methods or METHODS)})
+            progress(
+                {
+                    "base_model": base_model,
+                    "device": device,
+                    "task": TASK,
+                    "sizes": sizes,
+                    "runs": runs,
+                    "complete": len(runs) == len(methods or METHODS),
+                }
+            )
     return {"base_model": base_model, "device": device, "task": TASK, "sizes": sizes, "runs": runs, "complete": True}
 
 
@@ -165,8 +238,10 @@ def scale_summary(result: dict) -> dict:
             continue
         train = run["train"]
         summary[name] = {
-            "train_s_per_step": train["s_per_step"], "train_tokens_per_s": train["tokens_per_s"],
-            "train_peak_memory_gb": train["peak_memory_gb"], "train_memory_label": train["memory"].get("label"),
+            "train_s_per_step": train["s_per_step"],
+            "train_tokens_per_s": train["tokens_per_s"],
+            "train_peak_memory_gb": train["peak_memory_gb"],
+            "train_memory_label": train["memory"].get("label"),
             "trainable_params": train["trainable_params"],
             **{f"decode_s_per_token_{key}": d["decode_s_per_token"] for key, d in run["decode"].items()},
             **{f"decode_s_per_step_{key}": d["decode_s_per_step"] for key, d in run["decode"].items()},

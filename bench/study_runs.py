@@ -55,9 +55,15 @@ def wall_time(intervals: list[tuple[str, datetime, datetime]], max_gap_s: float 
             end = max(end, e)
     busy += (end - start).total_seconds()
     wall = (max(e for _, _, e in ordered) - ordered[0][1]).total_seconds()
-    return {"wall_s": wall, "busy_s": busy, "jobs": len(ordered), "largest_gap_s": gap,
-            "one_session": gap <= max_gap_s, "first_start": ordered[0][1].isoformat(),
-            "last_end": max(e for _, _, e in ordered).isoformat()}
+    return {
+        "wall_s": wall,
+        "busy_s": busy,
+        "jobs": len(ordered),
+        "largest_gap_s": gap,
+        "one_session": gap <= max_gap_s,
+        "first_start": ordered[0][1].isoformat(),
+        "last_end": max(e for _, _, e in ordered).isoformat(),
+    }
 
 
 def items_per_task(eval_records: list[dict]) -> dict:
@@ -73,8 +79,9 @@ def items_per_task(eval_records: list[dict]) -> dict:
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=30,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -98,12 +105,21 @@ def freshness(records: list[dict], changes_since=None) -> dict:
         changed[commit] = None if commit == "unknown" else changes_since(commit)
     stale = {c: files for c, files in changed.items() if files is None or files}
     if stale:
-        why = "; ".join(f"records of commit {c[:12]}: " + ("commit unknown here" if files is None else
-                        f"{len(files)} code file(s) changed since, e.g. {', '.join(files[:3])}")
-                        for c, files in stale.items())
+        why = "; ".join(
+            f"records of commit {c[:12]}: "
+            + (
+                "commit unknown here"
+                if files is None
+                else f"{len(files)} code file(s) changed since, e.g. {', '.join(files[:3])}"
+            )
+            for c, files in stale.items()
+        )
         return {"status": "stale", "why": why, "commits": commits}
-    return {"status": "current", "commits": commits,
-            "dirty": any((r.get("meta", {}).get("git") or {}).get("dirty") for r in records)}
+    return {
+        "status": "current",
+        "commits": commits,
+        "dirty": any((r.get("meta", {}).get("git") or {}).get("dirty") for r in records),
+    }
 
 
 def read_records(study_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -122,19 +138,33 @@ def read_records(study_dir: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _run_row(record: dict) -> dict:
-    row = {"run": record["_run"], "kind": record.get("kind"), "status": record.get("status"),
-           "device": (record.get("meta") or {}).get("device"), "timings": record.get("timings"),
-           "memory": record.get("memory")}
+    row = {
+        "run": record["_run"],
+        "kind": record.get("kind"),
+        "status": record.get("status"),
+        "device": (record.get("meta") or {}).get("device"),
+        "timings": record.get("timings"),
+        "memory": record.get("memory"),
+    }
     if record.get("status") != "ok":
         row["error"] = {k: (record.get("error") or {}).get(k) for k in ("type", "message", "phase")}
     elif record.get("kind") == "train":
-        row.update(method=record["config"]["method"], dtype=record["model"].get("dtype"),
-                   optimizer_steps=record.get("optimizer_steps"), tokens_per_s=record.get("tokens_per_s"),
-                   final_loss=record.get("final_loss"), bf16_autocast=record.get("bf16_autocast"))
+        row.update(
+            method=record["config"]["method"],
+            dtype=record["model"].get("dtype"),
+            optimizer_steps=record.get("optimizer_steps"),
+            tokens_per_s=record.get("tokens_per_s"),
+            final_loss=record.get("final_loss"),
+            bf16_autocast=record.get("bf16_autocast"),
+        )
     else:
-        row.update(task=record.get("task"), n_items=record.get("n_items"), parse_rate=record.get("parse_rate"),
-                   items_per_s=(record.get("throughput") or {}).get("items_per_s"),
-                   memory_batched=record.get("memory_batched"))
+        row.update(
+            task=record.get("task"),
+            n_items=record.get("n_items"),
+            parse_rate=record.get("parse_rate"),
+            items_per_s=(record.get("throughput") or {}).get("items_per_s"),
+            memory_batched=record.get("memory_batched"),
+        )
     return row
 
 
@@ -142,8 +172,9 @@ def study_summary(study_dir: Path, expected: list[str] | None = None) -> dict:
     """Everything above for one study folder; `expected` lists the record files (relative to
     the folder) the study's plan asks for, to name the missing ones."""
     train, evals = read_records(study_dir)
-    present = {f"runs/{r['_run']}/train.json" for r in train} | {f"runs/{r['_run']}/eval-{r.get('task')}.json"
-                                                                   for r in evals}
+    present = {f"runs/{r['_run']}/train.json" for r in train} | {
+        f"runs/{r['_run']}/eval-{r.get('task')}.json" for r in evals
+    }
     missing = sorted(set(expected or []) - present)
     records = train + evals
     return {
@@ -193,8 +224,10 @@ def demo_summary(study: str = "demo", study_dir: Path | None = None, expected: l
         if wall["jobs"] == 0:
             problems.append("no executed notebook with papermill times")
         elif not wall["one_session"]:
-            problems.append(f"the jobs ran in more than one session (a pause of {wall['largest_gap_s']:.0f} s): "
-                            f"remove {study_dir} and rerun `make demo` for one wall time")
+            problems.append(
+                f"the jobs ran in more than one session (a pause of {wall['largest_gap_s']:.0f} s): "
+                f"remove {study_dir} and rerun `make demo` for one wall time"
+            )
     split = _split(study_dir, train, evals) if (train or evals) else {}
     if wall["wall_s"] is not None and split:
         split["other_s"] = wall["wall_s"] - sum(split.values())  # papermill/kernel start-up, the workflow, the report
@@ -225,12 +258,22 @@ def main(argv: list[str] | None = None) -> int:
     from peftlab.results import run_metadata, write_json
 
     folder, expected = expected_records(args.study)
-    summary = {"kind": "bench", "status": "ok", "study": args.study, **study_summary(folder, expected),
-               "meta": run_metadata()}
+    summary = {
+        "kind": "bench",
+        "status": "ok",
+        "study": args.study,
+        **study_summary(folder, expected),
+        "meta": run_metadata(),
+    }
     if args.out:
         write_json(args.out, summary)
-    print(json.dumps({k: summary[k] for k in ("study", "records", "status", "missing", "items_per_task", "wall",
-                                              "freshness")}, indent=1, default=str))
+    print(
+        json.dumps(
+            {k: summary[k] for k in ("study", "records", "status", "missing", "items_per_task", "wall", "freshness")},
+            indent=1,
+            default=str,
+        )
+    )
     return 0 if summary["records"] and not summary["missing"] and not summary["status"]["failed"] else 1
 
 

@@ -20,12 +20,15 @@ LAYOUTS = {
     # the project's defaults (params/defaults.yaml)
     PROJECT: dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", gradient_checkpointing=False),
     # the reference's batching without checkpointing: on a CPU the fastest layout with the same loss
-    "batch1_accum8": dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto",
-                          gradient_checkpointing=False),
-    "project_bf16": dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="bf16",
-                         gradient_checkpointing=False),
-    "batch1_bf16": dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="bf16",
-                        gradient_checkpointing=False),
+    "batch1_accum8": dict(
+        batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto", gradient_checkpointing=False
+    ),
+    "project_bf16": dict(
+        batch_size=8, grad_accum=1, padding_free=True, mixed_precision="bf16", gradient_checkpointing=False
+    ),
+    "batch1_bf16": dict(
+        batch_size=1, grad_accum=8, padding_free=False, mixed_precision="bf16", gradient_checkpointing=False
+    ),
 }
 LOSS_TOLERANCE = 0.02  # a layout does the same work when its final loss is within 2 % of the reference's
 SPEEDUP_GOAL = 1.5
@@ -41,7 +44,9 @@ def compare_layouts(runs: dict[str, dict], *, reference: str = REFERENCE, tolera
     for name, run in runs.items():
         diff = rel_diff(run["final_loss"], ref["final_loss"])
         layouts[name] = {
-            "speedup": run["tokens_per_s"] / ref["tokens_per_s"] if run["tokens_per_s"] and ref["tokens_per_s"] else None,
+            "speedup": run["tokens_per_s"] / ref["tokens_per_s"]
+            if run["tokens_per_s"] and ref["tokens_per_s"]
+            else None,
             "final_loss": run["final_loss"],
             "final_loss_rel_diff": diff,
             "loss_equivalent": diff is not None and diff <= tolerance,
@@ -50,39 +55,69 @@ def compare_layouts(runs: dict[str, dict], *, reference: str = REFERENCE, tolera
         }
     equivalent = [name for name, layout in layouts.items() if layout["loss_equivalent"] and layout["speedup"]]
     fastest = max(equivalent, key=lambda name: layouts[name]["speedup"]) if equivalent else None
-    return {"reference": reference, "loss_tolerance": tolerance, "layouts": layouts,
-            "fastest_loss_equivalent": fastest,
-            "fastest_loss_equivalent_speedup": layouts[fastest]["speedup"] if fastest else None}
+    return {
+        "reference": reference,
+        "loss_tolerance": tolerance,
+        "layouts": layouts,
+        "fastest_loss_equivalent": fastest,
+        "fastest_loss_equivalent_speedup": layouts[fastest]["speedup"] if fastest else None,
+    }
 
 
-def bench_train(*, base_model: str, n_train: int, device: str, dtype: str, peaks: dict,
-                layouts: dict[str, dict] | None = None, methods=("full", "lora")) -> dict:
+def bench_train(
+    *,
+    base_model: str,
+    n_train: int,
+    device: str,
+    dtype: str,
+    peaks: dict,
+    layouts: dict[str, dict] | None = None,
+    methods=("full", "lora"),
+) -> dict:
     """Every layout for each method; `peaks` (matmul FLOP/s per dtype) gives each run's MFU."""
     layouts = layouts or LAYOUTS
     results = {}
     for method in methods:
         runs = {}
         for name, overrides in layouts.items():
-            config = resolve_config(overrides=dict(
-                base_model=base_model, method=method, rank=16, train_task="openmath", n_train=n_train,
-                group_by_length=False, protocol="corrected", device=device, dtype=dtype, max_length=512, force=True,
-                out_dir=str(OUT / "train-runs" / f"{method}-{name}"), **overrides))
+            config = resolve_config(
+                overrides=dict(
+                    base_model=base_model,
+                    method=method,
+                    rank=16,
+                    train_task="openmath",
+                    n_train=n_train,
+                    group_by_length=False,
+                    protocol="corrected",
+                    device=device,
+                    dtype=dtype,
+                    max_length=512,
+                    force=True,
+                    out_dir=str(OUT / "train-runs" / f"{method}-{name}"),
+                    **overrides,
+                )
+            )
             record = run_training(config=config)
             bf16 = record["bf16_autocast"] or dtype == "bfloat16"
             runs[name] = {
                 "layout": overrides,
-                "train_s": record["timings"]["train_s"], "tokens": record["tokens"],
-                "tokens_per_s": record["tokens_per_s"], "optimizer_steps": record["optimizer_steps"],
-                "loss_curve": [p["loss"] for p in record["loss_curve"]], "final_loss": record["final_loss"],
+                "train_s": record["timings"]["train_s"],
+                "tokens": record["tokens"],
+                "tokens_per_s": record["tokens_per_s"],
+                "optimizer_steps": record["optimizer_steps"],
+                "loss_curve": [p["loss"] for p in record["loss_curve"]],
+                "final_loss": record["final_loss"],
                 # against the peak of the precision the matrix products ran in
                 "mfu": 6 * record["total_params"] * record["tokens_per_s"] / peaks["bfloat16" if bf16 else "float32"],
-                "memory": record["memory"], "bf16_autocast": record["bf16_autocast"],
+                "memory": record["memory"],
+                "bf16_autocast": record["bf16_autocast"],
             }
         comparison = compare_layouts(runs)
         ref, ours = runs[REFERENCE], runs[PROJECT]
         project = comparison["layouts"][PROJECT]
         results[method] = {
-            "runs": runs, **comparison,
+            "runs": runs,
+            **comparison,
             "speedup": project["speedup"],
             "final_loss_rel_diff": project["final_loss_rel_diff"],
             "max_step_loss_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(ours["loss_curve"], ref["loss_curve"])),
@@ -100,11 +135,17 @@ def train_summary(result: dict) -> dict:
         "train_final_loss_rel_diff": max(result[m]["final_loss_rel_diff"] for m in methods),
         **{f"mfu_{m}": result[m]["runs"][PROJECT]["mfu"] for m in methods},
         "train_goal": f">= {SPEEDUP_GOAL}x tokens/s with the final loss within {100 * LOSS_TOLERANCE:g} % "
-                      "of the reference layout (gradient checkpointing on)",
+        "of the reference layout (gradient checkpointing on)",
         "train_goal_met": {m: result[m]["goal_met"] for m in methods},
-        "train_fastest_loss_equivalent": {m: {"layout": result[m]["fastest_loss_equivalent"],
-                                              "speedup": result[m]["fastest_loss_equivalent_speedup"]}
-                                          for m in methods},
-        "train_layouts": {m: {name: {k: layout[k] for k in ("speedup", "final_loss_rel_diff", "peak_memory_gb")}
-                              for name, layout in result[m]["layouts"].items()} for m in methods},
+        "train_fastest_loss_equivalent": {
+            m: {"layout": result[m]["fastest_loss_equivalent"], "speedup": result[m]["fastest_loss_equivalent_speedup"]}
+            for m in methods
+        },
+        "train_layouts": {
+            m: {
+                name: {k: layout[k] for k in ("speedup", "final_loss_rel_diff", "peak_memory_gb")}
+                for name, layout in result[m]["layouts"].items()
+            }
+            for m in methods
+        },
     }

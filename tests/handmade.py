@@ -52,15 +52,44 @@ def mask(n_right: int, offset: int = 0, n: int = N) -> np.ndarray:
 def identity(name: str, method: str, rank, train_task, seed, base_model: str) -> dict:
     # as the evaluator records it: a trained model is its merged checkpoint (the base is in train.json)
     model = base_model if method == "base" else f"/study/runs/{name}/model"
-    return {"label": name, "base_model": model, "trained": method != "base", "run": None if method == "base" else name,
-            "method": method, "rank": rank, "train_task": train_task, "seed": seed, "dtype": "float32",
-            "device": "cpu", "n_params": 1000}
+    return {
+        "label": name,
+        "base_model": model,
+        "trained": method != "base",
+        "run": None if method == "base" else name,
+        "method": method,
+        "rank": rank,
+        "train_task": train_task,
+        "seed": seed,
+        "dtype": "float32",
+        "device": "cpu",
+        "n_params": 1000,
+    }
 
 
-def write_model(out: Path, name: str, *, method: str = "base", rank=None, train_task=None, seed=None, correct=None,
-                latency=0.1, tokens=5, failed: bool = False, tasks=TASKS, protocol: str = "corrected",
-                base_model: str = "tiny", n: int = N, ids=None, clusters=None, eval_memory=None, train_memory=None,
-                batched_memory=None, timing_noise_rel=0.01) -> None:
+def write_model(
+    out: Path,
+    name: str,
+    *,
+    method: str = "base",
+    rank=None,
+    train_task=None,
+    seed=None,
+    correct=None,
+    latency=0.1,
+    tokens=5,
+    failed: bool = False,
+    tasks=TASKS,
+    protocol: str = "corrected",
+    base_model: str = "tiny",
+    n: int = N,
+    ids=None,
+    clusters=None,
+    eval_memory=None,
+    train_memory=None,
+    batched_memory=None,
+    timing_noise_rel=0.01,
+) -> None:
     """A model's records: per task an items file and an eval record; a train record when trained.
 
     ``correct``: per-item outcomes (a mask, or a dict per task; None entries are unparsed);
@@ -70,20 +99,42 @@ def write_model(out: Path, name: str, *, method: str = "base", rank=None, train_
     run = out / "runs" / name
     ident = identity(name, method, rank, train_task, seed, base_model)
     if method != "base":
-        train = {"kind": "train", "status": "failed" if failed else "ok",
-                 "config": {"base_model": base_model, "method": method, "rank": rank, "train_task": train_task,
-                            "seed": seed, "protocol": protocol},
-                 "memory": None if failed else (train_memory or CPU_TRAIN), "timings": {"train_s": 2.0},
-                 "tokens_per_s": 50.0, "final_loss": 1.5, "trainable_params": 10, "total_params": 1000, "meta": {}}
+        train = {
+            "kind": "train",
+            "status": "failed" if failed else "ok",
+            "config": {
+                "base_model": base_model,
+                "method": method,
+                "rank": rank,
+                "train_task": train_task,
+                "seed": seed,
+                "protocol": protocol,
+            },
+            "memory": None if failed else (train_memory or CPU_TRAIN),
+            "timings": {"train_s": 2.0},
+            "tokens_per_s": 50.0,
+            "final_loss": 1.5,
+            "trainable_params": 10,
+            "total_params": 1000,
+            "meta": {},
+        }
         if failed:
             train["error"] = {"type": "RuntimeError", "message": "out of memory", "phase": "train"}
         write_json(run / "train.json", train)
     for task in tasks:
         if failed:
-            write_json(run / f"eval-{task}.json", {
-                "kind": "eval", "status": "failed", "task": task, "model": ident, "config": {},
-                "error": {"type": "RuntimeError", "message": f"training run {name} failed", "phase": "upstream"},
-                "meta": {}})
+            write_json(
+                run / f"eval-{task}.json",
+                {
+                    "kind": "eval",
+                    "status": "failed",
+                    "task": task,
+                    "model": ident,
+                    "config": {},
+                    "error": {"type": "RuntimeError", "message": f"training run {name} failed", "phase": "upstream"},
+                    "meta": {},
+                },
+            )
             continue
         outcome = correct[task] if isinstance(correct, dict) else correct
         outcome = [None if o is None else bool(o) for o in outcome]
@@ -93,9 +144,16 @@ def write_model(out: Path, name: str, *, method: str = "base", rank=None, train_
         tok = tokens[task] if isinstance(tokens, dict) else tokens
         lat = np.broadcast_to(np.asarray(lat, dtype=float), (n,)).copy()
         tok = np.broadcast_to(np.asarray(tok, dtype=int), (n,)).copy()
-        items = pd.DataFrame({"id": ids if ids is not None else [f"{task}-{i}" for i in range(n)], "task": task,
-                              "reply": reply, "gold": [g if task == "squad_v2" else str(g) for g in gold],
-                              "tokens_generated": tok, "seconds": lat})
+        items = pd.DataFrame(
+            {
+                "id": ids if ids is not None else [f"{task}-{i}" for i in range(n)],
+                "task": task,
+                "reply": reply,
+                "gold": [g if task == "squad_v2" else str(g) for g in gold],
+                "tokens_generated": tok,
+                "seconds": lat,
+            }
+        )
         items = pd.concat([items, scored], axis=1)
         if clusters is not None:
             items["cluster"] = clusters
@@ -104,14 +162,30 @@ def write_model(out: Path, name: str, *, method: str = "base", rank=None, train_
         metrics = scoring.summarize(task, items)
         write_parquet(run / f"items-{task}.parquet", items)
         record = {
-            "kind": "eval", "status": "ok", "task": task, "protocol": protocol, "model": ident,
-            "config": {"protocol": protocol}, "config_hash": "h", "n_items": n, "metrics": metrics,
+            "kind": "eval",
+            "status": "ok",
+            "task": task,
+            "protocol": protocol,
+            "model": ident,
+            "config": {"protocol": protocol},
+            "config_hash": "h",
+            "n_items": n,
+            "metrics": metrics,
             "parse_rate": metrics["corrected"]["parse_rate"],
-            "latency": {"n": n, "batch_size": 1, "mean_s": float(lat.mean()), "median_s": float(np.median(lat)),
-                        "p90_s": float(np.quantile(lat, .9)), "tokens_mean": float(tok.mean()),
-                        "tokens_median": float(np.median(tok)), "s_per_token": float(lat.sum() / max(tok.sum(), 1)),
-                        "timing_noise_rel": timing_noise_rel},
-            "memory": eval_memory or CPU_EVAL, "meta": {}}
+            "latency": {
+                "n": n,
+                "batch_size": 1,
+                "mean_s": float(lat.mean()),
+                "median_s": float(np.median(lat)),
+                "p90_s": float(np.quantile(lat, 0.9)),
+                "tokens_mean": float(tok.mean()),
+                "tokens_median": float(np.median(tok)),
+                "s_per_token": float(lat.sum() / max(tok.sum(), 1)),
+                "timing_noise_rel": timing_noise_rel,
+            },
+            "memory": eval_memory or CPU_EVAL,
+            "meta": {},
+        }
         if batched_memory is not None:
             record["memory_batched"] = batched_memory
         write_json(run / f"eval-{task}.json", record)

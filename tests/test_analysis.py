@@ -30,10 +30,22 @@ from peftlab.results import ResultError
 from peftlab.stats import cluster_bootstrap_diff
 
 RAW = resolve_path("data/reference-results")
-KEYS = {"arc": "test-ai2_arc.parquet", "openmath": "test-OpenMathInstruct-2.parquet",
-        "squad_v2": "test-squad_v2.parquet"}
-ANSWER_KEYS = {"id", "question", "answer", "status", "agrees_with_reference", "reference_answer", "comparisons",
-               "figures", "how"}
+KEYS = {
+    "arc": "test-ai2_arc.parquet",
+    "openmath": "test-OpenMathInstruct-2.parquet",
+    "squad_v2": "test-squad_v2.parquet",
+}
+ANSWER_KEYS = {
+    "id",
+    "question",
+    "answer",
+    "status",
+    "agrees_with_reference",
+    "reference_answer",
+    "comparisons",
+    "figures",
+    "how",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -55,14 +67,23 @@ def raw_models() -> pd.DataFrame:
             train_task = "openmath" if "-openmath_" in name else "squad_v2"
             tag = name.split("_SFT_")[1].split("_NoQuant")[0]
             method = {"NoPeft": "full", "LoRa": "lora", "DoRa": "dora", "VeRa": "vera"}[tag.rstrip("0123456789")]
-            rank = int(tag[len(tag.rstrip("0123456789")):]) if method != "full" else None
+            rank = int(tag[len(tag.rstrip("0123456789")) :]) if method != "full" else None
         for task, key in KEYS.items():
             dataset = data["datasets"][key]
             score = dataset["metrics"]["EM"] if task == "squad_v2" else dataset["accuracy"]
-            rows.append({"file": path.name, "base": base, "method": method, "rank": rank, "train_task": train_task,
-                         "task": task, "score": score,
-                         "latency": dataset["latency_seconds"]["mean"],  # as published
-                         "memory": data["hardware"]["peak_vram_reserved_gb"]})
+            rows.append(
+                {
+                    "file": path.name,
+                    "base": base,
+                    "method": method,
+                    "rank": rank,
+                    "train_task": train_task,
+                    "task": task,
+                    "score": score,
+                    "latency": dataset["latency_seconds"]["mean"],  # as published
+                    "memory": data["hardware"]["peak_vram_reserved_gb"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -93,10 +114,13 @@ def test_reference_comparisons_come_from_the_published_counts(reference):
     quality = q8[q8["metric"] != "latency_s"]
     assert set(quality["metric"]) == {"openmath_accuracy", "squad_em"} and (quality["n"] == 200).all()
     assert quality["method"].str.startswith("counts").all()
-    full = quality[(quality["a"] == "Qwen3-0.6B Full FT (OpenMath)")
-                   & (quality["b"] == "Qwen3-0.6B VeRA r1024 (OpenMath)")].iloc[0]
-    by_hand = (raw.loc[("Qwen3-0.6B-openmath_SFT_NoPeft_NoQuant.json", "openmath"), "score"]
-               - raw.loc[("Qwen3-0.6B-openmath_SFT_VeRa1024_NoQuant.json", "openmath"), "score"])
+    full = quality[
+        (quality["a"] == "Qwen3-0.6B Full FT (OpenMath)") & (quality["b"] == "Qwen3-0.6B VeRA r1024 (OpenMath)")
+    ].iloc[0]
+    by_hand = (
+        raw.loc[("Qwen3-0.6B-openmath_SFT_NoPeft_NoQuant.json", "openmath"), "score"]
+        - raw.loc[("Qwen3-0.6B-openmath_SFT_VeRa1024_NoQuant.json", "openmath"), "score"]
+    )
     assert full["diff"] == pytest.approx(by_hand) and full["verdict"] == "b better"
     # the study's "full FT dominates" read AbsDiff over 7 % of the replies; over all items it does not
     assert answers["Q8"]["agrees_with_reference"] is False
@@ -195,14 +219,38 @@ def study(tmp_path):
     fewer than full FT: a tie), VeRA (training failed)."""
     out = tmp_path / "handmade"
     write_model(out, "base-tiny", correct=mask(10), latency=0.3)
-    write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0,
-                correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)}, latency=0.1)
-    write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0,
-                correct=mask(8), latency=0.2)
-    write_model(out, "squad_v2-lora-r8-s1", method="lora", rank=8, train_task="squad_v2", seed=1,
-                correct=mask(12, offset=5), latency=0.22)
-    write_model(out, "squad_v2-dora-r8-s0", method="dora", rank=8, train_task="squad_v2", seed=0,
-                correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)}, latency=0.2)
+    write_model(
+        out,
+        "squad_v2-full-s0",
+        method="full",
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)},
+        latency=0.1,
+    )
+    write_model(
+        out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(8), latency=0.2
+    )
+    write_model(
+        out,
+        "squad_v2-lora-r8-s1",
+        method="lora",
+        rank=8,
+        train_task="squad_v2",
+        seed=1,
+        correct=mask(12, offset=5),
+        latency=0.22,
+    )
+    write_model(
+        out,
+        "squad_v2-dora-r8-s0",
+        method="dora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
+        latency=0.2,
+    )
     write_model(out, "squad_v2-vera-r8-s0", method="vera", rank=8, train_task="squad_v2", seed=0, failed=True)
     return out
 
@@ -233,7 +281,11 @@ def test_evals_and_trains_tables(study):
     full = ok[(ok["model"] == "squad_v2-full-s0") & (ok["task"] == "squad_v2")].iloc[0]
     assert full["efficacy"] == pytest.approx(100.0)  # SQuAD F1 in percent
     assert (full["block"], full["method"], full["base"], full["dtype"]) == (
-        "Trained on SQuAD v2", "Full FT", "tiny-Qwen3", "float32")
+        "Trained on SQuAD v2",
+        "Full FT",
+        "tiny-Qwen3",
+        "float32",
+    )
     arc = ok[(ok["model"] == "base-tiny") & (ok["task"] == "arc")].iloc[0]
     assert 0 <= arc["efficacy"] <= 1 and arc["block"] == "Base models" and arc["method"] == "—"
     failed = evals[evals["model"] == "squad_v2-vera-r8-s0"]
@@ -251,10 +303,26 @@ def test_evals_and_trains_tables(study):
 
 def test_table1_failed_run_seeds_and_cpu_memory(study):
     table = table1(load_study(study))
-    assert list(table.columns[:18]) == ["block", "base", "method", "rank", "train_res_gb", "train_all_gb",
-                                        "eval_res_gb", "eval_all_gb", "arc_f1", "arc_latency_s",
-                                        "openmath_absdiff", "openmath_n_parsed", "openmath_n", "openmath_accuracy",
-                                        "openmath_math_verify", "openmath_latency_s", "squad_f1", "squad_latency_s"]
+    assert list(table.columns[:18]) == [
+        "block",
+        "base",
+        "method",
+        "rank",
+        "train_res_gb",
+        "train_all_gb",
+        "eval_res_gb",
+        "eval_all_gb",
+        "arc_f1",
+        "arc_latency_s",
+        "openmath_absdiff",
+        "openmath_n_parsed",
+        "openmath_n",
+        "openmath_accuracy",
+        "openmath_math_verify",
+        "openmath_latency_s",
+        "squad_f1",
+        "squad_latency_s",
+    ]
     assert "squad_f1_std" in table.columns and "n_seeds" in table.columns and table.columns[-1] == "status"
     assert table["method"].tolist() == ["Full FT", "LoRA", "DoRA", "VeRA", "—"]
     rows = table.set_index("method")
@@ -286,25 +354,40 @@ def test_item_metrics_match_the_recorded_metrics():
     """The per-item data behind the comparisons reproduce each scoring's own summary, with unparsed
     replies (which the two scorings treat differently) and a fifth ARC option."""
     rng = np.random.default_rng(3)
-    for task, measure, key in (("arc", "arc_macro_f1", "macro_f1"), ("openmath", "openmath_accuracy", "accuracy"),
-                               ("squad_v2", "squad_f1", None)):
+    for task, measure, key in (
+        ("arc", "arc_macro_f1", "macro_f1"),
+        ("openmath", "openmath_accuracy", "accuracy"),
+        ("squad_v2", "squad_f1", None),
+    ):
         reply = replies(task, rng.random(N) < 0.5)
         reply = [r if i % 7 else "no box" for i, r in enumerate(reply)]
         gold = golds(task)
         if task == "arc":
             gold[3], reply[3] = "E", "\\boxed{E}"
             gold[5] = "E"
-        items = pd.concat([pd.DataFrame({"id": range(N), "reply": reply,
-                                         "gold": gold if task == "squad_v2" else [str(g) for g in gold]}),
-                           scoring.score_items(task, reply, gold)], axis=1)
+        items = pd.concat(
+            [
+                pd.DataFrame(
+                    {"id": range(N), "reply": reply, "gold": gold if task == "squad_v2" else [str(g) for g in gold]}
+                ),
+                scoring.score_items(task, reply, gold),
+            ],
+            axis=1,
+        )
         summary = scoring.summarize(task, items, rounded_reference=False)
         for name in ("corrected", "reference"):
             data = item_values(items, measure, name)
             if measure == "arc_macro_f1":
                 codes = data[["g", "p"]].to_numpy()
-                value = cluster_bootstrap_diff([codes], [codes], data["cluster"], statistic="macro_f1",
-                                               n_classes=4 if name == "reference" else 5,
-                                               fixed_classes=name == "reference", n_boot=2)["a"]
+                value = cluster_bootstrap_diff(
+                    [codes],
+                    [codes],
+                    data["cluster"],
+                    statistic="macro_f1",
+                    n_classes=4 if name == "reference" else 5,
+                    fixed_classes=name == "reference",
+                    n_boot=2,
+                )["a"]
                 assert value == pytest.approx(summary[name][key])
             elif task == "openmath":
                 expected = summary[name]["accuracy"] * (100 if name == "corrected" else 1)
@@ -316,14 +399,26 @@ def test_item_metrics_match_the_recorded_metrics():
 def test_reference_protocol_runs_read_the_reference_scoring(tmp_path):
     out = tmp_path / "ref-run"
     write_model(out, "base-tiny", correct=mask(10), protocol="reference")
-    write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0, correct=mask(36),
-                protocol="reference")
-    write_model(out, "openmath-lora-r8-s0", method="lora", rank=8, train_task="openmath", seed=0, correct=mask(12),
-                protocol="reference")
+    write_model(
+        out, "openmath-full-s0", method="full", train_task="openmath", seed=0, correct=mask(36), protocol="reference"
+    )
+    write_model(
+        out,
+        "openmath-lora-r8-s0",
+        method="lora",
+        rank=8,
+        train_task="openmath",
+        seed=0,
+        correct=mask(12),
+        protocol="reference",
+    )
     records = load_study(out)
     evals = records.evals
-    assert set(evals["scoring"]) == {"reference"} and set(evals["efficacy_metric"]) == {"macro_f1", "avg_abs_diff",
-                                                                                        "F1"}
+    assert set(evals["scoring"]) == {"reference"} and set(evals["efficacy_metric"]) == {
+        "macro_f1",
+        "avg_abs_diff",
+        "F1",
+    }
     squad = evals[(evals["model"] == "base-tiny") & (evals["task"] == "squad_v2")].iloc[0]
     assert squad["efficacy"] == records.eval_records[("base-tiny", "squad_v2")]["metrics"]["reference"]["F1"]
     an = Analysis(records, n_boot=200)

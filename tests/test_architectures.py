@@ -21,10 +21,13 @@ def counts(name: str) -> tuple[float, float, object]:
     return total / 1e9, (total - embeddings) / 1e9, config
 
 
-@pytest.mark.parametrize("name, total, without_embeddings, kv_heads", [
-    ("qwen3-0.6b", 0.6, 0.44, 8),
-    ("qwen3-1.7b", 1.7, 1.4, 8),
-])
+@pytest.mark.parametrize(
+    "name, total, without_embeddings, kv_heads",
+    [
+        ("qwen3-0.6b", 0.6, 0.44, 8),
+        ("qwen3-1.7b", 1.7, 1.4, 8),
+    ],
+)
 def test_published_parameter_counts_and_gqa(name, total, without_embeddings, kv_heads):
     got_total, got_body, config = counts(name)
     assert round(got_total, 1) == total and round(got_body, 2 if total < 1 else 1) == without_embeddings

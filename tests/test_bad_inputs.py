@@ -23,8 +23,12 @@ from peftlab.study import load_plan
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PEFTLAB = str(Path(sys.executable).parent / "peftlab")
 
-OPENMATH_HF = {"problem": "What is 2 + 3?", "generated_solution": "2 + 3 = 5", "expected_answer": "5",
-               "problem_source": "gsm8k"}
+OPENMATH_HF = {
+    "problem": "What is 2 + 3?",
+    "generated_solution": "2 + 3 = 5",
+    "expected_answer": "5",
+    "problem_source": "gsm8k",
+}
 
 
 @pytest.fixture
@@ -44,8 +48,15 @@ def test_n_train_above_the_training_split_is_refused_naming_the_rows_available()
     with pytest.raises(ConfigError) as error:
         resolve_config(overrides={"base_model": "tiny", "n_train": 5000})
     message = str(error.value)
-    for word in ("'n_train'", "5000", "1,000 rows", "openmath train split", "train-OpenMathInstruct-2.parquet",
-                 "from 1 to 1000", "or all"):
+    for word in (
+        "'n_train'",
+        "5000",
+        "1,000 rows",
+        "openmath train split",
+        "train-OpenMathInstruct-2.parquet",
+        "from 1 to 1000",
+        "or all",
+    ):
         assert word in message
 
 
@@ -72,9 +83,13 @@ def test_all_takes_every_row_explicitly():
 
 def test_the_train_notebook_refuses_n_train_5000_before_loading(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match=r"'n_train': 5000 is more than the 1,000 rows"):
-        pm.execute_notebook(str(NOTEBOOKS / "train.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(NOTEBOOKS),
-                            parameters=dict(base_model="tiny", n_train=5000, out_dir=str(tmp_path / "run")),
-                            progress_bar=False)
+        pm.execute_notebook(
+            str(NOTEBOOKS / "train.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            cwd=str(NOTEBOOKS),
+            parameters=dict(base_model="tiny", n_train=5000, out_dir=str(tmp_path / "run")),
+            progress_bar=False,
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -107,8 +122,16 @@ def test_a_vera_rank_is_refused_by_the_rule_of_its_shared_bases(tiny_config, no_
     with pytest.raises(MethodError) as error:
         train_module.run_training(config=config)
     message = str(error.value)
-    for word in ("'rank'", "4096", "shared random bases", "A: r x 64", "B: 64 x r", "self_attn.k_proj",
-                 "64 x 32 = 2048", "from 1 to 2048"):
+    for word in (
+        "'rank'",
+        "4096",
+        "shared random bases",
+        "A: r x 64",
+        "B: 64 x r",
+        "self_attn.k_proj",
+        "64 x 32 = 2048",
+        "from 1 to 2048",
+    ):
         assert word in message
 
 
@@ -123,8 +146,12 @@ def test_the_largest_allowed_rank_still_trains(tiny_config):
 def test_a_broken_jsonl_line_names_the_file_and_the_line(tmp_path, tiny_config, no_model):
     folder = tmp_path / "mydata" / "openmath"
     folder.mkdir(parents=True)
-    lines = [json.dumps(OPENMATH_HF), json.dumps(OPENMATH_HF), '{"problem": "3 + 4?", "expected_answer": 7,',
-             json.dumps(OPENMATH_HF)]
+    lines = [
+        json.dumps(OPENMATH_HF),
+        json.dumps(OPENMATH_HF),
+        '{"problem": "3 + 4?", "expected_answer": 7,',
+        json.dumps(OPENMATH_HF),
+    ]
     (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
     config = tiny_config(data_source=str(tmp_path / "mydata"), n_train=2, out_dir=str(tmp_path / "run"))
     with pytest.raises(DataError) as error:
@@ -167,15 +194,27 @@ def _peftlab(*args: str, cwd: Path, root: Path | None = None) -> subprocess.Comp
     return subprocess.run([PEFTLAB, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name, text, words", [
-    ("broken", BROKEN_STUDY, ["study file", "broken.yaml, line 4, column 1"]),
-    ("unknown", "trained_base_models: [tiny]\nmethod: {lora: [4]}\ntrain_tasks: [arc]\n",
-     ["study 'unknown': unknown key(s) ['method']", "methods"]),
-    ("toomany", "trained_base_models: [tiny]\nmethods: {lora: [4]}\ntrain_tasks: [arc]\noverrides: {n_train: 5000}\n",
-     ["'n_train': 5000 is more than the 1,000 rows"]),
-    ("bigrank", "trained_base_models: [tiny]\nmethods: {lora: [4096]}\ntrain_tasks: [arc]\n",
-     ["job arc-lora-r4096-s0", "'rank': 4096", "self_attn.k_proj"]),
-])
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("broken", BROKEN_STUDY, ["study file", "broken.yaml, line 4, column 1"]),
+        (
+            "unknown",
+            "trained_base_models: [tiny]\nmethod: {lora: [4]}\ntrain_tasks: [arc]\n",
+            ["study 'unknown': unknown key(s) ['method']", "methods"],
+        ),
+        (
+            "toomany",
+            "trained_base_models: [tiny]\nmethods: {lora: [4]}\ntrain_tasks: [arc]\noverrides: {n_train: 5000}\n",
+            ["'n_train': 5000 is more than the 1,000 rows"],
+        ),
+        (
+            "bigrank",
+            "trained_base_models: [tiny]\nmethods: {lora: [4096]}\ntrain_tasks: [arc]\n",
+            ["job arc-lora-r4096-s0", "'rank': 4096", "self_attn.k_proj"],
+        ),
+    ],
+)
 def test_a_study_error_is_one_line_before_snakemake_starts(tmp_path, name, text, words):
     root = make_project_copy(tmp_path, {name: text})
     result = _peftlab("study", name, cwd=root, root=root)
@@ -249,15 +288,23 @@ def test_make_lab_serves_the_repository_and_opens_the_notebooks(tmp_path):
     import urllib.request
 
     root = Path(__file__).resolve().parents[1]
-    command = subprocess.run(["make", "-s", "-n", "lab"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip().splitlines()[-1]
+    command = (
+        subprocess.run(["make", "-s", "-n", "lab"], cwd=root, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert "jupyter lab" in command
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
         f"{command} --no-browser --port {port} --IdentityProvider.token=t --ServerApp.ip=127.0.0.1",
-        shell=True, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        shell=True,
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         listing = None
         for _ in range(120):

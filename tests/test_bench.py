@@ -34,8 +34,14 @@ def _variant(speedup, share):
 
 
 def test_eval_summary_keys_per_size():
-    result = {"items": 200, "variants": {"batched": _variant(6.0, 1.0), "batched_dynamic_cache": _variant(3.0, 1.0),
-                                         "batched_stop_at_first_box": _variant(7.0, 0.995)}}
+    result = {
+        "items": 200,
+        "variants": {
+            "batched": _variant(6.0, 1.0),
+            "batched_dynamic_cache": _variant(3.0, 1.0),
+            "batched_stop_at_first_box": _variant(7.0, 0.995),
+        },
+    }
     keys = eval_summary(result)
     assert keys["eval_speedup_200"] == 6.0 and keys["eval_identical_share_200"] == 1.0
     assert keys["eval_speedup_dynamic_cache_200"] == 3.0
@@ -83,12 +89,26 @@ def test_step_clock_times_prefill_and_decode_steps():
 
 
 def test_scale_summary_keeps_failed_methods_named():
-    run = {"status": "ok", "train": {"s_per_step": 2.0, "tokens_per_s": 50.0, "peak_memory_gb": 3.0,
-                                     "memory": {"label": "rss"}, "trainable_params": 10},
-           "decode": {"batch_1": {"decode_s_per_token": 0.1, "decode_s_per_step": 0.1},
-                      "batch_4": {"decode_s_per_token": 0.05, "decode_s_per_step": 0.2}}}
-    result = {"base_model": "random:qwen3-0.6b", "device": "cpu", "sizes": {"dtype": "float32"},
-              "runs": {"lora-r256": run, "full": {"status": "failed", "error": {"type": "OutOfMemoryError"}}}}
+    run = {
+        "status": "ok",
+        "train": {
+            "s_per_step": 2.0,
+            "tokens_per_s": 50.0,
+            "peak_memory_gb": 3.0,
+            "memory": {"label": "rss"},
+            "trainable_params": 10,
+        },
+        "decode": {
+            "batch_1": {"decode_s_per_token": 0.1, "decode_s_per_step": 0.1},
+            "batch_4": {"decode_s_per_token": 0.05, "decode_s_per_step": 0.2},
+        },
+    }
+    result = {
+        "base_model": "random:qwen3-0.6b",
+        "device": "cpu",
+        "sizes": {"dtype": "float32"},
+        "runs": {"lora-r256": run, "full": {"status": "failed", "error": {"type": "OutOfMemoryError"}}},
+    }
     summary = scale_summary(result)
     assert summary["lora-r256"]["decode_s_per_token_batch_4"] == 0.05
     assert summary["full"] == {"status": "failed", "error": "OutOfMemoryError"}
@@ -98,8 +118,11 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def test_wall_time_spans_jobs_and_notices_a_second_session():
-    jobs = [("a", T0, T0 + timedelta(seconds=100)), ("b", T0 + timedelta(seconds=50), T0 + timedelta(seconds=150)),
-            ("c", T0 + timedelta(seconds=160), T0 + timedelta(seconds=200))]
+    jobs = [
+        ("a", T0, T0 + timedelta(seconds=100)),
+        ("b", T0 + timedelta(seconds=50), T0 + timedelta(seconds=150)),
+        ("c", T0 + timedelta(seconds=160), T0 + timedelta(seconds=200)),
+    ]
     wall = study_runs.wall_time(jobs)
     assert wall["wall_s"] == 200 and wall["busy_s"] == 190 and wall["largest_gap_s"] == 10 and wall["one_session"]
     later = jobs + [("d", T0 + timedelta(hours=5), T0 + timedelta(hours=5, seconds=10))]
@@ -108,8 +131,12 @@ def test_wall_time_spans_jobs_and_notices_a_second_session():
 
 
 def test_items_per_task_is_the_minimum_over_models():
-    records = [{"status": "ok", "task": "arc", "n_items": 16}, {"status": "ok", "task": "arc", "n_items": 12},
-               {"status": "ok", "task": "squad_v2", "n_items": 16}, {"status": "failed", "task": "openmath"}]
+    records = [
+        {"status": "ok", "task": "arc", "n_items": 16},
+        {"status": "ok", "task": "arc", "n_items": 12},
+        {"status": "ok", "task": "squad_v2", "n_items": 16},
+        {"status": "failed", "task": "openmath"},
+    ]
     assert study_runs.items_per_task(records) == {"by_task": {"arc": 12, "squad_v2": 16}, "min": 12}
 
 
@@ -131,18 +158,48 @@ def test_freshness_against_the_code():
 def _write_demo(folder, commit="abc"):
     run = folder / "runs" / "openmath-lora-r8-s0"
     run.mkdir(parents=True)
-    (run / "train.json").write_text(json.dumps({"kind": "train", "status": "ok", "config": {"method": "lora"},
-                                                "model": {}, "timings": {"train_s": 30.0, "load_s": 2.0},
-                                                "meta": _meta(commit)}))
+    (run / "train.json").write_text(
+        json.dumps(
+            {
+                "kind": "train",
+                "status": "ok",
+                "config": {"method": "lora"},
+                "model": {},
+                "timings": {"train_s": 30.0, "load_s": 2.0},
+                "meta": _meta(commit),
+            }
+        )
+    )
     for task, n in (("arc", 16), ("squad_v2", 14)):
-        (run / f"eval-{task}.json").write_text(json.dumps({"kind": "eval", "status": "ok", "task": task, "n_items": n,
-                                                           "timings": {"generate_s": 5.0}, "meta": _meta(commit)}))
-    for name, start, end in (("train.ipynb", 0, 40), ("evaluate-arc.ipynb", 45, 60), ("evaluate-squad_v2.ipynb", 62, 80)):
-        meta = {"papermill": {"start_time": (T0 + timedelta(seconds=start)).isoformat(),
-                              "end_time": (T0 + timedelta(seconds=end)).isoformat()}}
+        (run / f"eval-{task}.json").write_text(
+            json.dumps(
+                {
+                    "kind": "eval",
+                    "status": "ok",
+                    "task": task,
+                    "n_items": n,
+                    "timings": {"generate_s": 5.0},
+                    "meta": _meta(commit),
+                }
+            )
+        )
+    for name, start, end in (
+        ("train.ipynb", 0, 40),
+        ("evaluate-arc.ipynb", 45, 60),
+        ("evaluate-squad_v2.ipynb", 62, 80),
+    ):
+        meta = {
+            "papermill": {
+                "start_time": (T0 + timedelta(seconds=start)).isoformat(),
+                "end_time": (T0 + timedelta(seconds=end)).isoformat(),
+            }
+        }
         (run / name).write_text(json.dumps({"metadata": meta, "cells": []}))
-    return ["runs/openmath-lora-r8-s0/train.json", "runs/openmath-lora-r8-s0/eval-arc.json",
-            "runs/openmath-lora-r8-s0/eval-squad_v2.json"]
+    return [
+        "runs/openmath-lora-r8-s0/train.json",
+        "runs/openmath-lora-r8-s0/eval-arc.json",
+        "runs/openmath-lora-r8-s0/eval-squad_v2.json",
+    ]
 
 
 def test_demo_figures_only_from_current_complete_records(tmp_path, monkeypatch):

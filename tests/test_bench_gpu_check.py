@@ -15,8 +15,13 @@ SCRIPT = repo_root() / "bench" / "gpu-check.sh"
 
 
 def _run(*args, **env):
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHON": sys.executable, **env})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHON": sys.executable, **env},
+    )
 
 
 def test_the_script_parses():

@@ -46,8 +46,10 @@ def test_defaults_resolve_and_out_dir_is_absolute():
         ({"rank": 8.0}, ["'rank'", "8.0", "integer"]),
         ({"n_train": 0}, ["'n_train'", "integer >= 1", "or all"]),
         ({"n_eval": "everything"}, ["'n_eval'", "'everything'", "integer >= 1, or all"]),
-        ({"data_source": "allenai/ai2_arc"}, ["'data_source'", "'allenai/ai2_arc'",
-                                              "reference, hf, hub, or an existing directory"]),
+        (
+            {"data_source": "allenai/ai2_arc"},
+            ["'data_source'", "'allenai/ai2_arc'", "reference, hf, hub, or an existing directory"],
+        ),
         ({"n_eval": -1}, ["'n_eval'", "integer >= 1"]),
         ({"learning_rate": 0}, ["'learning_rate'", "> 0"]),
         ({"learning_rate": "fast"}, ["'learning_rate'", "'fast'"]),

@@ -10,7 +10,9 @@ import pytest
 from peftlab.data import DataError, load_rows
 
 
-@pytest.mark.parametrize("task, n_train, n_test", [("arc", 1000, 200), ("openmath", 1000, 200), ("squad_v2", 1000, 200)])
+@pytest.mark.parametrize(
+    "task, n_train, n_test", [("arc", 1000, 200), ("openmath", 1000, 200), ("squad_v2", 1000, 200)]
+)
 def test_reference_subsets_have_the_studys_sizes(task, n_train, n_test):
     assert len(load_rows(task=task, split="train")) == n_train
     assert len(load_rows(task=task, split="test")) == n_test
@@ -40,8 +42,13 @@ def test_malformed_records_name_file_row_and_field(tmp_path, monkeypatch):
     (root / "params").mkdir()
     monkeypatch.setenv("PEFTLAB_ROOT", str(root))
     arc = root / "data" / "reference-study" / "test-ai2_arc.parquet"
-    _write_parquet(arc, [{"title": "q0", "question": "Q? A. x B. y C. z D. w", "answer": "B"},
-                         {"title": "q1", "question": "Q? A. x B. y C. z D. w", "answer": "E"}])
+    _write_parquet(
+        arc,
+        [
+            {"title": "q0", "question": "Q? A. x B. y C. z D. w", "answer": "B"},
+            {"title": "q1", "question": "Q? A. x B. y C. z D. w", "answer": "E"},
+        ],
+    )
     with pytest.raises(DataError, match=r"test-ai2_arc.parquet row 1 field 'answer'.*'E' is not among"):
         load_rows(task="arc", split="test")
     squad = root / "data" / "reference-study" / "test-squad_v2.parquet"
@@ -73,10 +80,14 @@ def test_arc_rows_with_a_fifth_option_load(tmp_path, monkeypatch):
     (root / "data" / "reference-study").mkdir(parents=True)
     (root / "params").mkdir()
     monkeypatch.setenv("PEFTLAB_ROOT", str(root))
-    _write_parquet(root / "data" / "reference-study" / "test-ai2_arc.parquet",
-                   [{"title": "q0", "question": "Q? A. x B. y C. z D. w E. v", "answer": "E"},
-                    {"title": "q1", "question": "Q? 1. x 2. y 3. z 4. w 5. v", "answer": "5"},
-                    {"title": "q2", "question": "Q? A. x B. y C. z D. w", "answer": "D"}])
+    _write_parquet(
+        root / "data" / "reference-study" / "test-ai2_arc.parquet",
+        [
+            {"title": "q0", "question": "Q? A. x B. y C. z D. w E. v", "answer": "E"},
+            {"title": "q1", "question": "Q? 1. x 2. y 3. z 4. w 5. v", "answer": "5"},
+            {"title": "q2", "question": "Q? A. x B. y C. z D. w", "answer": "D"},
+        ],
+    )
     rows = load_rows(task="arc", split="test")
     assert [r["answer"] for r in rows] == ["E", "5", "D"]
     assert [r["labels"] for r in rows] == [["A", "B", "C", "D", "E"], ["1", "2", "3", "4", "5"], ["A", "B", "C", "D"]]
@@ -86,10 +97,22 @@ def test_local_dataset_directory_goes_through_the_hub_loader(tmp_path):
     """A local folder laid out like a Hub dataset is read by datasets.load_dataset, as a Hub id is."""
     folder = tmp_path / "mydata" / "squad_v2"
     folder.mkdir(parents=True)
-    records = [{"id": "x1", "title": "t", "context": "The Eiffel Tower is in Paris.", "question": "Where?",
-                "answers": {"text": ["Paris", "Paris"], "answer_start": [23, 23]}},
-               {"id": "x2", "title": "t", "context": "No answer here.", "question": "Who?",
-                "answers": {"text": [], "answer_start": []}}]
+    records = [
+        {
+            "id": "x1",
+            "title": "t",
+            "context": "The Eiffel Tower is in Paris.",
+            "question": "Where?",
+            "answers": {"text": ["Paris", "Paris"], "answer_start": [23, 23]},
+        },
+        {
+            "id": "x2",
+            "title": "t",
+            "context": "No answer here.",
+            "question": "Who?",
+            "answers": {"text": [], "answer_start": []},
+        },
+    ]
     (folder / "test.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     rows = load_rows(task="squad_v2", split="test", source=str(tmp_path / "mydata"))
     assert [r["answers"] for r in rows] == [["Paris"], []]

@@ -13,23 +13,52 @@ import torch
 from peftlab.config import ConfigError, resolve_config
 from peftlab.data import load_rows
 from peftlab.evaluate import _latency_summary, item_cluster, latency_fit, run_evaluation
-from peftlab.tasks import passage_cluster
 from peftlab.memory import PhaseMemory
+from peftlab.tasks import passage_cluster
 from peftlab.train import run_training
 
-ITEM_COLUMNS = {"id", "task", "prompt", "reply", "parsed", "parsed_ok", "gold", "score", "tokens_generated",
-                "seconds", "latency_s", "latency_s_pass1", "latency_s_pass2", "latency_tokens", "cluster",
-                "ref_score"}
-LATENCY_KEYS = {"n", "batch_size", "mean_s", "median_s", "p90_s", "tokens_mean", "tokens_median", "s_per_token",
-                "hit_max_new_tokens", "passes", "pass_means_s", "timing_noise_rel", "s_per_token_fit",
-                "overhead_s_fit"}
+ITEM_COLUMNS = {
+    "id",
+    "task",
+    "prompt",
+    "reply",
+    "parsed",
+    "parsed_ok",
+    "gold",
+    "score",
+    "tokens_generated",
+    "seconds",
+    "latency_s",
+    "latency_s_pass1",
+    "latency_s_pass2",
+    "latency_tokens",
+    "cluster",
+    "ref_score",
+}
+LATENCY_KEYS = {
+    "n",
+    "batch_size",
+    "mean_s",
+    "median_s",
+    "p90_s",
+    "tokens_mean",
+    "tokens_median",
+    "s_per_token",
+    "hit_max_new_tokens",
+    "passes",
+    "pass_means_s",
+    "timing_noise_rel",
+    "s_per_token_fit",
+    "overhead_s_fit",
+}
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "base"
-    config = resolve_config(overrides=dict(base_model="tiny", n_eval=6, max_new_tokens=10, eval_batch_size=4,
-                                           n_latency=3, out_dir=str(out)))
+    config = resolve_config(
+        overrides=dict(base_model="tiny", n_eval=6, max_new_tokens=10, eval_batch_size=4, n_latency=3, out_dir=str(out))
+    )
     return config, run_evaluation(config=config)
 
 
@@ -60,8 +89,10 @@ def test_latency_is_timed_in_passes_and_summarised_from_per_item_means(evaluated
     for task, record in records.items():
         items = pd.read_parquet(Path(config["out_dir"]) / f"items-{task}.parquet")
         timed = items[items["latency_s"].notna()]
-        assert len(timed) == 3 and items.loc[items["latency_s"].isna(), ["latency_s_pass1", "latency_s_pass2"]
-                                             ].isna().all().all()
+        assert (
+            len(timed) == 3
+            and items.loc[items["latency_s"].isna(), ["latency_s_pass1", "latency_s_pass2"]].isna().all().all()
+        )
         assert "latency_s_pass3" not in items.columns
         assert np.allclose(timed["latency_s"], (timed["latency_s_pass1"] + timed["latency_s_pass2"]) / 2)
         assert timed["latency_tokens"].notna().all() and items["latency_tokens"].isna().sum() == 3
@@ -69,8 +100,9 @@ def test_latency_is_timed_in_passes_and_summarised_from_per_item_means(evaluated
         assert LATENCY_KEYS <= set(latency) and latency["passes"] == 2
         assert latency["mean_s"] == pytest.approx(timed["latency_s"].mean())
         assert latency["median_s"] == pytest.approx(timed["latency_s"].median())
-        assert latency["pass_means_s"] == pytest.approx([timed["latency_s_pass1"].mean(),
-                                                         timed["latency_s_pass2"].mean()])
+        assert latency["pass_means_s"] == pytest.approx(
+            [timed["latency_s_pass1"].mean(), timed["latency_s_pass2"].mean()]
+        )
         spread = max(latency["pass_means_s"]) - min(latency["pass_means_s"])
         assert latency["timing_noise_rel"] == pytest.approx(spread / latency["mean_s"])
         tokens = timed["latency_tokens"].astype(float)
@@ -118,9 +150,19 @@ def test_clusters_group_squad_questions_on_one_passage(evaluated):
 
 
 def test_one_pass_and_shared_passages_end_to_end(tmp_path):
-    config = resolve_config(overrides=dict(base_model="tiny", data_source="hf", eval_tasks=["squad_v2"], n_eval=3,
-                                           max_new_tokens=4, eval_batch_size=3, n_latency=2, latency_repeats=1,
-                                           out_dir=str(tmp_path)))
+    config = resolve_config(
+        overrides=dict(
+            base_model="tiny",
+            data_source="hf",
+            eval_tasks=["squad_v2"],
+            n_eval=3,
+            max_new_tokens=4,
+            eval_batch_size=3,
+            n_latency=2,
+            latency_repeats=1,
+            out_dir=str(tmp_path),
+        )
+    )
     record = run_evaluation(config=config)["squad_v2"]
     items = pd.read_parquet(tmp_path / "items-squad_v2.parquet")
     assert items["cluster"].nunique() == 1  # the first three questions of the sample share one passage
@@ -161,8 +203,17 @@ def test_system_prompt_comes_first_in_the_corrected_protocol(evaluated):
 def test_reference_protocol_puts_the_system_message_after_the_user(tmp_path):
     from peftlab.config import resolve_config
 
-    config = resolve_config(overrides=dict(base_model="tiny", protocol="reference", eval_tasks=["squad_v2"],
-                                           n_eval=2, max_new_tokens=4, n_latency=0, out_dir=str(tmp_path)))
+    config = resolve_config(
+        overrides=dict(
+            base_model="tiny",
+            protocol="reference",
+            eval_tasks=["squad_v2"],
+            n_eval=2,
+            max_new_tokens=4,
+            n_latency=0,
+            out_dir=str(tmp_path),
+        )
+    )
     run_evaluation(config=config)
     prompt = pd.read_parquet(tmp_path / "items-squad_v2.parquet")["prompt"].iloc[0]
     assert prompt.index("<|im_start|>user") < prompt.index("answering a question based on a passage")

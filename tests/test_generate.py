@@ -8,9 +8,13 @@ import torch
 from peftlab.generate import _growing_layer_class, first_box_closed, generate_batched, greedy_decode, time_single
 from peftlab.models import load_model
 
-PROMPTS = ["What is 2 + 2?", "Name the largest planet of the solar system, and say why it is so large.",
-           "Hi", "Which gas do plants take in, and which do they give off during photosynthesis?",
-           "Solve for x: 3x + 5 = 20. Put the answer in a box."]
+PROMPTS = [
+    "What is 2 + 2?",
+    "Name the largest planet of the solar system, and say why it is so large.",
+    "Hi",
+    "Which gas do plants take in, and which do they give off during photosynthesis?",
+    "Solve for x: 3x + 5 = 20. Put the answer in a box.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +27,14 @@ def _one_by_one(model, tokenizer, max_new_tokens, eos_token_id):
     sequences = []
     for prompt in PROMPTS:
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-        sequences.append(out[0, inputs["input_ids"].shape[1]:].tolist())
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        sequences.append(out[0, inputs["input_ids"].shape[1] :].tolist())
     return sequences
 
 
@@ -39,8 +48,14 @@ def test_shrinking_batch_matches_one_generate_call_per_prompt(tiny, growing_cach
     assert len({len(s) for s in expected}) > 1, "the test needs replies that end at different steps"
     tokenizer.padding_side = "left"
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
-    got = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=24, eos_ids={stop_token},
-                        growing_cache=growing_cache)
+    got = greedy_decode(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        max_new_tokens=24,
+        eos_ids={stop_token},
+        growing_cache=growing_cache,
+    )
     assert got == expected
 
 
@@ -53,8 +68,8 @@ def test_growing_cache_layer_holds_what_concatenation_would():
     for step, (k, v) in enumerate(zip(keys, values)):
         before = layer.key_buffer.data_ptr() if layer.key_buffer is not None else None
         got_k, got_v = layer.update(k, v)
-        assert torch.equal(got_k, torch.cat(keys[:step + 1], dim=-2))
-        assert torch.equal(got_v, torch.cat(values[:step + 1], dim=-2))
+        assert torch.equal(got_k, torch.cat(keys[: step + 1], dim=-2))
+        assert torch.equal(got_v, torch.cat(values[: step + 1], dim=-2))
         capacities.append(layer.key_buffer.shape[-2])
         moved.append(layer.key_buffer.data_ptr() != before)
     assert layer.get_seq_length() == 12
@@ -100,6 +115,12 @@ def test_first_box_rule_stops_once_the_first_box_closes(tiny):
             return out
 
     batch = tokenizer(["x"], return_tensors="pt", add_special_tokens=False)
-    got = greedy_decode(Forced(), batch["input_ids"], batch["attention_mask"], max_new_tokens=20,
-                        eos_ids={tokenizer.eos_token_id}, stop=stop)
+    got = greedy_decode(
+        Forced(),
+        batch["input_ids"],
+        batch["attention_mask"],
+        max_new_tokens=20,
+        eos_ids={tokenizer.eos_token_id},
+        stop=stop,
+    )
     assert got == [box]

@@ -5,6 +5,7 @@ exactly, is scored, and appears in Table 1 and the Pareto plots; each method's o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import papermill as pm
 import pytest
@@ -74,12 +75,26 @@ def methods_study(tmp_path_factory):
     for name, method in METHODS.items():
         run = runs / (f"arc-{name}" + (f"-r{RANK}" if method.ranked else "") + "-s0")
         run.mkdir(parents=True)
-        pm.execute_notebook(str(repo_root() / "notebooks" / "train.ipynb"), str(run / "train.ipynb"),
-                            parameters=dict(base_model="tiny", method=name, rank=RANK, n_train=4, batch_size=4,
-                                            max_length=512, train_task="arc", out_dir=str(run)),
-                            cwd=str(repo_root() / "notebooks"), progress_bar=False, kernel_name="python3")
-    evaluation = dict(base_model="tiny", eval_tasks=["arc", "openmath"], n_eval=3, max_new_tokens=6,
-                      eval_batch_size=3, n_latency=2)
+        pm.execute_notebook(
+            str(repo_root() / "notebooks" / "train.ipynb"),
+            str(run / "train.ipynb"),
+            parameters=dict(
+                base_model="tiny",
+                method=name,
+                rank=RANK,
+                n_train=4,
+                batch_size=4,
+                max_length=512,
+                train_task="arc",
+                out_dir=str(run),
+            ),
+            cwd=str(repo_root() / "notebooks"),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    evaluation = dict(
+        base_model="tiny", eval_tasks=["arc", "openmath"], n_eval=3, max_new_tokens=6, eval_batch_size=3, n_latency=2
+    )
     for run in sorted(runs.iterdir()):
         run_evaluation(config=resolve_config(overrides=dict(evaluation, out_dir=str(run))), run_dir=str(run))
     base = runs / "base-tiny"
@@ -155,7 +170,7 @@ def test_pissa_starts_from_the_principal_components_and_saves_an_adapter_for_the
     spectrum = torch.linalg.svdvals(weight)
     # the residual's spectrum is the original's without its first r singular values
     residual = layer.base_layer.weight
-    assert torch.allclose(torch.linalg.svdvals(residual)[:5], spectrum[RANK:RANK + 5], atol=1e-4)
+    assert torch.allclose(torch.linalg.svdvals(residual)[:5], spectrum[RANK : RANK + 5], atol=1e-4)
     _converted_adapter_fits_the_original_base("pissa", tmp_path)
 
 
@@ -171,8 +186,9 @@ def test_olora_starts_from_an_orthonormal_basis_and_saves_an_adapter_for_the_ori
 @pytest.mark.parametrize("protocol, alpha", [("reference", 16.0), ("corrected", float(RANK)), ("corrected", 8.0)])
 def test_rslora_scales_its_update_by_alpha_over_the_square_root_of_the_rank(protocol, alpha):
     overrides = {"alpha": alpha} if alpha == 8.0 else {}
-    config = resolve_config(overrides=dict(base_model="tiny", method="rslora", rank=RANK, protocol=protocol,
-                                           **overrides))
+    config = resolve_config(
+        overrides=dict(base_model="tiny", method="rslora", rank=RANK, protocol=protocol, **overrides)
+    )
     model = attach_method(load_model(base_model="tiny")[0], config)
     layer = model.base_model.model.model.layers[0].self_attn.v_proj
     assert layer.scaling["default"] == pytest.approx(alpha / RANK**0.5)
@@ -183,8 +199,11 @@ def test_rslora_scales_its_update_by_alpha_over_the_square_root_of_the_rank(prot
 def test_ia3_trains_one_scaling_vector_per_targeted_layer_and_has_no_rank():
     config = resolve_config(overrides=dict(base_model="tiny", method="ia3"))
     base = load_model(base_model="tiny")[0]
-    outputs = sum(module.out_features for name, module in base.named_modules()
-                  if name.rsplit(".", 1)[-1] in config["target_modules"] and hasattr(module, "out_features"))
+    outputs = sum(
+        module.out_features
+        for name, module in base.named_modules()
+        if name.rsplit(".", 1)[-1] in config["target_modules"] and hasattr(module, "out_features")
+    )
     model = attach_method(base, config)
     assert parameter_counts(model)["trainable_params"] == outputs
     vector = model.base_model.model.model.layers[0].self_attn.q_proj.ia3_l["default"]
@@ -215,8 +234,11 @@ def test_lokr_update_is_a_kronecker_product():
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     w1 = layer.lokr_w1["default"]
     # W2 is kept as its rank-r factors where r is below its size, else whole (as on the tiny model)
-    w2 = (layer.lokr_w2["default"] if "default" in layer.lokr_w2
-          else layer.lokr_w2_a["default"] @ layer.lokr_w2_b["default"])
+    w2 = (
+        layer.lokr_w2["default"]
+        if "default" in layer.lokr_w2
+        else layer.lokr_w2_a["default"] @ layer.lokr_w2_b["default"]
+    )
     update = layer.get_delta_weight("default")
     scale = layer.scaling["default"]
     assert torch.allclose(update, scale * torch.kron(w1, w2), atol=1e-6)

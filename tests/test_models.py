@@ -13,8 +13,9 @@ def test_tiny_qwen3_has_gqa_shapes_and_generates():
     assert info.architecture == "Qwen3ForCausalLM" and info.dtype == "float32" and info.device == "cpu"
     attn = model.model.layers[0].self_attn
     assert attn.q_proj.out_features != attn.k_proj.out_features  # grouped-query attention
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "2+2?"}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "2+2?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
@@ -44,8 +45,12 @@ def test_embedded_smollm2_answers_a_chat_prompt():
     model, tokenizer, info = load_model(base_model="embedded", device="cpu")
     assert info.architecture == "LlamaForCausalLM" and 130e6 < info.n_params < 140e6
     assert not hasattr(model.config, "quantization_config")  # a plain checkpoint: trainable
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
-    reply = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    reply = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in reply

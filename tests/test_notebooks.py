@@ -29,13 +29,41 @@ PARAMETERS = {"train.ipynb": (TRAIN_NOTEBOOK_KEYS, set()), "evaluate.ipynb": (EV
 # A valid value other than the default for every run key (out_dir: the test's folder): papermill passes it,
 # the config must hold it.
 NOT_DEFAULTS = dict(
-    base_model="tiny", dtype="float32", device="cpu", protocol="reference", method="dora", rank=4, alpha=8.0,
-    dropout=0.05, target_modules=["q_proj", "v_proj"], vera_d_initial=0.2, learning_rate=1e-4, epochs=2.0,
-    batch_size=2, grad_accum=2, max_length=256, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=0.5,
-    gradient_checkpointing=True, group_by_length=False, padding_free=False, mixed_precision="no", seed=3,
-    train_task="arc", n_train=8, data_source="hf", eval_tasks=["arc"], n_eval=4, max_new_tokens=8,
-    eval_batch_size=2, n_latency=1, latency_repeats=3, force=True,
-    report_to="tensorboard" if importlib.util.find_spec("tensorboard") else "none", fault="nan_loss@1",
+    base_model="tiny",
+    dtype="float32",
+    device="cpu",
+    protocol="reference",
+    method="dora",
+    rank=4,
+    alpha=8.0,
+    dropout=0.05,
+    target_modules=["q_proj", "v_proj"],
+    vera_d_initial=0.2,
+    learning_rate=1e-4,
+    epochs=2.0,
+    batch_size=2,
+    grad_accum=2,
+    max_length=256,
+    warmup_ratio=0.1,
+    weight_decay=0.01,
+    max_grad_norm=0.5,
+    gradient_checkpointing=True,
+    group_by_length=False,
+    padding_free=False,
+    mixed_precision="no",
+    seed=3,
+    train_task="arc",
+    n_train=8,
+    data_source="hf",
+    eval_tasks=["arc"],
+    n_eval=4,
+    max_new_tokens=8,
+    eval_batch_size=2,
+    n_latency=1,
+    latency_repeats=3,
+    force=True,
+    report_to="tensorboard" if importlib.util.find_spec("tensorboard") else "none",
+    fault="nan_loss@1",
 )
 
 
@@ -57,8 +85,9 @@ def test_parameters_cell_defaults_are_the_defaults_file(name):
     params = pm.inspect_notebook(str(NOTEBOOKS / name))
     keys, _ = PARAMETERS[name]
     # out_dir: the notebooks write to a folder named after their default run, not outputs/adhoc/run
-    assert {key: ast.literal_eval(params[key]["default"]) for key in keys if key != "out_dir"} == \
-        {key: defaults[key] for key in keys if key != "out_dir"}
+    assert {key: ast.literal_eval(params[key]["default"]) for key in keys if key != "out_dir"} == {
+        key: defaults[key] for key in keys if key != "out_dir"
+    }
 
 
 @pytest.mark.parametrize("name", PARAMETERS)
@@ -74,11 +103,17 @@ def test_papermill_sets_every_listed_key_in_the_config(name, tmp_path):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     last = next(i for i, cell in enumerate(notebook.cells) if "resolve_config(" in cell.source)
     dump = tmp_path / "config.json"
-    notebook.cells = notebook.cells[:last + 1] + [
-        nbformat.v4.new_code_cell(f"import json, pathlib\npathlib.Path({str(dump)!r}).write_text(json.dumps(config))")]
+    notebook.cells = notebook.cells[: last + 1] + [
+        nbformat.v4.new_code_cell(f"import json, pathlib\npathlib.Path({str(dump)!r}).write_text(json.dumps(config))")
+    ]
     nbformat.write(notebook, tmp_path / name)
-    pm.execute_notebook(str(tmp_path / name), str(tmp_path / f"out-{name}"), cwd=str(NOTEBOOKS),
-                        parameters=values | {key: "" for key in extra}, progress_bar=False)
+    pm.execute_notebook(
+        str(tmp_path / name),
+        str(tmp_path / f"out-{name}"),
+        cwd=str(NOTEBOOKS),
+        parameters=values | {key: "" for key in extra},
+        progress_bar=False,
+    )
     config = json.loads(dump.read_text())
     assert {key: config[key] for key in keys} == values
 
@@ -109,15 +144,39 @@ def test_committed_notebooks_have_no_outputs(path):
 @pytest.mark.parametrize("method", ["full", "lora", "dora", "vera"])
 def test_train_then_evaluate_notebooks_on_the_tiny_model(method, tmp_path):
     run = tmp_path / f"arc-{method}"
-    pm.execute_notebook(str(NOTEBOOKS / "train.ipynb"), str(tmp_path / "train.ipynb"), cwd=str(NOTEBOOKS),
-                        parameters=dict(base_model="tiny", max_length=512, method=method, rank=4, n_train=8,
-                                        batch_size=4, train_task="arc", out_dir=str(run)), progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS / "train.ipynb"),
+        str(tmp_path / "train.ipynb"),
+        cwd=str(NOTEBOOKS),
+        parameters=dict(
+            base_model="tiny",
+            max_length=512,
+            method=method,
+            rank=4,
+            n_train=8,
+            batch_size=4,
+            train_task="arc",
+            out_dir=str(run),
+        ),
+        progress_bar=False,
+    )
     record = json.loads((run / "train.json").read_text())
     assert record["status"] == "ok" and record["config"]["method"] == method
-    pm.execute_notebook(str(NOTEBOOKS / "evaluate.ipynb"), str(tmp_path / "evaluate.ipynb"), cwd=str(NOTEBOOKS),
-                        parameters=dict(base_model="tiny", run_dir=str(run), out_dir=str(run),
-                                        eval_tasks=["arc", "squad_v2"], n_eval=4, max_new_tokens=8, n_latency=2),
-                        progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS / "evaluate.ipynb"),
+        str(tmp_path / "evaluate.ipynb"),
+        cwd=str(NOTEBOOKS),
+        parameters=dict(
+            base_model="tiny",
+            run_dir=str(run),
+            out_dir=str(run),
+            eval_tasks=["arc", "squad_v2"],
+            n_eval=4,
+            max_new_tokens=8,
+            n_latency=2,
+        ),
+        progress_bar=False,
+    )
     evaluation = json.loads((run / "eval-arc.json").read_text())
     assert evaluation["model"]["method"] == method and evaluation["config"]["n_eval"] == 4
     assert (run / "items-squad_v2.parquet").is_file()
@@ -125,7 +184,11 @@ def test_train_then_evaluate_notebooks_on_the_tiny_model(method, tmp_path):
 
 def test_bad_parameter_fails_the_notebook_before_loading_anything(tmp_path):
     with pytest.raises(pm.PapermillExecutionError, match="'method'"):
-        pm.execute_notebook(str(NOTEBOOKS / "train.ipynb"), str(tmp_path / "bad.ipynb"), cwd=str(NOTEBOOKS),
-                            parameters=dict(base_model="tiny", method="qlora", out_dir=str(tmp_path / "r")),
-                            progress_bar=False)
+        pm.execute_notebook(
+            str(NOTEBOOKS / "train.ipynb"),
+            str(tmp_path / "bad.ipynb"),
+            cwd=str(NOTEBOOKS),
+            parameters=dict(base_model="tiny", method="qlora", out_dir=str(tmp_path / "r")),
+            progress_bar=False,
+        )
     assert not (tmp_path / "r").exists()

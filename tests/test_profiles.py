@@ -16,9 +16,13 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 @pytest.mark.parametrize("profile", ["slurm", "slurm-local", "local"])
 def test_the_dry_run_uses_the_given_profile_only(tmp_path, profile):
-    out = subprocess.run([SNAKEMAKE, "-s", "workflow/Snakefile", "--profile", f"profiles/{profile}", "-n",
-                          "--config", "study=smoke"], cwd=repo_root(), capture_output=True, text=True,
-                         env=dict(os.environ, PEFTLAB_ROOT=str(repo_root())))
+    out = subprocess.run(
+        [SNAKEMAKE, "-s", "workflow/Snakefile", "--profile", f"profiles/{profile}", "-n", "--config", "study=smoke"],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PEFTLAB_ROOT=str(repo_root())),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     using = [line for line in out.stderr.splitlines() if line.startswith("Using ")]
     assert using == [f"Using profile profiles/{profile} for setting default command line arguments."], using
@@ -28,8 +32,10 @@ def test_no_profile_is_picked_up_as_the_workflow_specific_one():
     """Snakemake adds profiles/default (next to the working directory or the Snakefile) to every
     run as its "workflow specific profile"; the local profile lives elsewhere."""
     root = repo_root()
-    assert not any(p.exists() for p in (root / "default", root / "profiles" / "default",
-                                        root / "workflow" / "profiles" / "default"))
+    assert not any(
+        p.exists()
+        for p in (root / "default", root / "profiles" / "default", root / "workflow" / "profiles" / "default")
+    )
     assert (root / "profiles" / "local" / "config.yaml").is_file()
 
 

@@ -35,10 +35,23 @@ def test_openmath_efficacy_counts_unparsed_replies_as_wrong(tmp_path):
     out = tmp_path / "s"
     near_miss = [False] * 3 + [None] * (N - 3)  # wrong by 3, boxed on 3 items only
     write_model(out, "base-tiny", correct=mask(0))
-    write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0,
-                correct={"arc": mask(10), "openmath": near_miss, "squad_v2": mask(10)})
-    write_model(out, "openmath-lora-r8-s0", method="lora", rank=8, train_task="openmath", seed=0,
-                correct={"arc": mask(10), "openmath": [True] * 12 + [False] * (N - 12), "squad_v2": mask(10)})
+    write_model(
+        out,
+        "openmath-full-s0",
+        method="full",
+        train_task="openmath",
+        seed=0,
+        correct={"arc": mask(10), "openmath": near_miss, "squad_v2": mask(10)},
+    )
+    write_model(
+        out,
+        "openmath-lora-r8-s0",
+        method="lora",
+        rank=8,
+        train_task="openmath",
+        seed=0,
+        correct={"arc": mask(10), "openmath": [True] * 12 + [False] * (N - 12), "squad_v2": mask(10)},
+    )
     records = load_study(out)
     row = table1(records).set_index("method").loc["Full FT"]
     assert row["openmath_absdiff"] == pytest.approx(3.0) and row["openmath_n_parsed"] == 3 and row["openmath_n"] == N
@@ -64,8 +77,14 @@ def test_paired_comparison_uses_one_item_set_for_both(tmp_path):
     better; on one item set it is 75 points worse, n = 40."""
     out = tmp_path / "s"
     write_model(out, "base-tiny", correct=mask(40))
-    write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0,
-                correct={"arc": mask(40), "openmath": outcome(10, 30), "squad_v2": mask(40)})
+    write_model(
+        out,
+        "openmath-full-s0",
+        method="full",
+        train_task="openmath",
+        seed=0,
+        correct={"arc": mask(40), "openmath": outcome(10, 30), "squad_v2": mask(40)},
+    )
     an = Analysis(load_study(out), n_boot=400)
     c = an.compare("tiny-Qwen3 Full FT (OpenMath)", "tiny-Qwen3 untuned", "openmath")
     assert c["n"] == N and c["diff"] == pytest.approx(-75.0)
@@ -75,8 +94,9 @@ def test_items_scored_by_only_one_side_are_left_out_and_n_says_so(tmp_path):
     out = tmp_path / "s"
     write_model(out, "base-tiny", correct=mask(20), tasks=("arc",))
     ids = [f"arc-{i}" for i in range(10, 40)] + [f"other-{i}" for i in range(10)]
-    write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(20), ids=ids,
-                tasks=("arc",))
+    write_model(
+        out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(20), ids=ids, tasks=("arc",)
+    )
     c = Analysis(load_study(out), n_boot=200).compare("tiny-Qwen3 Full FT (SQuAD v2)", "tiny-Qwen3 untuned", "arc")
     assert c["n"] == 30
 
@@ -109,10 +129,17 @@ def test_squad_clusters_from_the_items_file(tmp_path):
     out = tmp_path / "s"
     clusters = [f"passage-{i // 4}" for i in range(N)]
     write_model(out, "base-tiny", correct=mask(10), clusters=clusters, tasks=("squad_v2",))
-    write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(30),
-                clusters=clusters, tasks=("squad_v2",))
-    c = Analysis(load_study(out), n_boot=200).compare("tiny-Qwen3 Full FT (SQuAD v2)", "tiny-Qwen3 untuned",
-                                                      "squad_v2")
+    write_model(
+        out,
+        "squad_v2-full-s0",
+        method="full",
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(30),
+        clusters=clusters,
+        tasks=("squad_v2",),
+    )
+    c = Analysis(load_study(out), n_boot=200).compare("tiny-Qwen3 Full FT (SQuAD v2)", "tiny-Qwen3 untuned", "squad_v2")
     assert c["n"] == N and c["n_clusters"] == N // 4
 
 
@@ -124,8 +151,9 @@ def test_tiny_samples_are_insufficient_never_a_win(tmp_path, n):
     out = tmp_path / "s"
     write_model(out, "base-tiny", correct=mask(0, n=n), n=n)
     write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(n, n=n), n=n)
-    write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0,
-                correct=mask(0, n=n), n=n)
+    write_model(
+        out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(0, n=n), n=n
+    )
     answers = answers_of(out)
     for a in answers.values():
         c = a["comparisons"]
@@ -155,11 +183,23 @@ def test_holm_within_the_question_family(tmp_path):
     write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(20))
     an = Analysis(load_study(out), n_boot=200)
     # raw p = 0.03 in a family of 10 is not decisive; p = 0.001 is (Holm: 0.001 * 10 = 0.01)
-    base = {"a": "x", "b": "y", "task": "arc", "metric": "arc_accuracy", "n": 100, "n_clusters": 100,
-            "a_value": 1.0, "b_value": 0.0, "method": "cluster bootstrap", "noise_rel": math.nan, "note": None}
+    base = {
+        "a": "x",
+        "b": "y",
+        "task": "arc",
+        "metric": "arc_accuracy",
+        "n": 100,
+        "n_clusters": 100,
+        "a_value": 1.0,
+        "b_value": 0.0,
+        "method": "cluster bootstrap",
+        "noise_rel": math.nan,
+        "note": None,
+    }
     z_003, z_0001 = 2.1700903775845606, 3.2905267314919255
-    comps = [{**base, "diff": z_0001, "center": z_0001, "se": 1.0}] + \
-        [{**base, "diff": z_003, "center": z_003, "se": 1.0} for _ in range(9)]
+    comps = [{**base, "diff": z_0001, "center": z_0001, "se": 1.0}] + [
+        {**base, "diff": z_003, "center": z_003, "se": 1.0} for _ in range(9)
+    ]
     frame = an.adjust(comps, "Qx")
     assert (frame["family_size"] == 10).all()
     assert frame["p"].iloc[1] == pytest.approx(0.03, rel=1e-3) and frame["p_adjusted"].iloc[1] > 0.05
@@ -176,8 +216,9 @@ def test_best_is_a_set_when_the_top_does_not_stand_out(tmp_path):
     out = tmp_path / "s"
     write_model(out, "base-tiny", correct=mask(5), latency=0.3)
     write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(30), latency=0.2)
-    write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(29),
-                latency=0.2)
+    write_model(
+        out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(29), latency=0.2
+    )
     q1 = answers_of(out)["Q1"]
     best = q1["figures"][q1["figures"]["best_set"]]
     assert set(best["method"]) == {"Full FT", "LoRA"}
@@ -194,26 +235,57 @@ def test_best_is_a_set_when_the_top_does_not_stand_out(tmp_path):
 def test_latency_of_one_architecture_is_decided_by_generated_tokens(tmp_path):
     out = tmp_path / "s"
     write_model(out, "base-tiny", correct=mask(20), latency=0.30, tokens=5)
-    write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(20),
-                latency=0.20, tokens=5)  # same tokens, faster clock: timing noise
-    write_model(out, "squad_v2-lora-r16-s0", method="lora", rank=16, train_task="squad_v2", seed=0,
-                correct=mask(20), latency=0.40, tokens=np.arange(N) % 7 + 10)
+    write_model(
+        out,
+        "squad_v2-lora-r8-s0",
+        method="lora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(20),
+        latency=0.20,
+        tokens=5,
+    )  # same tokens, faster clock: timing noise
+    write_model(
+        out,
+        "squad_v2-lora-r16-s0",
+        method="lora",
+        rank=16,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(20),
+        latency=0.40,
+        tokens=np.arange(N) % 7 + 10,
+    )
     an = Analysis(load_study(out), n_boot=400)
     same = an.adjust([an.compare("tiny-Qwen3 LoRA r8 (SQuAD v2)", "tiny-Qwen3 untuned", "arc", "latency_s")], "t")
     assert same["verdict"].iloc[0] == "tie" and same["diff"].iloc[0] == 0
     assert "measured difference -0.1" in same["note"].iloc[0]
-    more = an.adjust([an.compare("tiny-Qwen3 LoRA r16 (SQuAD v2)", "tiny-Qwen3 LoRA r8 (SQuAD v2)", "arc",
-                                 "latency_s")], "t")
+    more = an.adjust(
+        [an.compare("tiny-Qwen3 LoRA r16 (SQuAD v2)", "tiny-Qwen3 LoRA r8 (SQuAD v2)", "arc", "latency_s")], "t"
+    )
     assert more["verdict"].iloc[0] == "b better" and more["diff"].iloc[0] > 0
 
 
 def test_latency_across_architectures_needs_to_beat_the_timing_noise(tmp_path):
     out = tmp_path / "s"
     write_model(out, "base-small", correct=mask(20), latency=0.30, base_model="org/Small-1B", timing_noise_rel=0.2)
-    write_model(out, "base-large", correct=mask(20), latency=0.33 + 0.001 * (np.arange(N) % 5),
-                base_model="org/Large-2B", timing_noise_rel=0.2)
-    write_model(out, "base-huge", correct=mask(20), latency=0.9 + 0.001 * (np.arange(N) % 5),
-                base_model="org/Huge-7B", timing_noise_rel=0.2)
+    write_model(
+        out,
+        "base-large",
+        correct=mask(20),
+        latency=0.33 + 0.001 * (np.arange(N) % 5),
+        base_model="org/Large-2B",
+        timing_noise_rel=0.2,
+    )
+    write_model(
+        out,
+        "base-huge",
+        correct=mask(20),
+        latency=0.9 + 0.001 * (np.arange(N) % 5),
+        base_model="org/Huge-7B",
+        timing_noise_rel=0.2,
+    )
     an = Analysis(load_study(out), n_boot=400)
     close = an.adjust([an.compare("Large-2B untuned", "Small-1B untuned", "arc", "latency_s")], "t").iloc[0]
     assert close["p_adjusted"] < 0.05 and close["verdict"] == "tie" and "timing noise" in close["note"]
@@ -232,10 +304,27 @@ def test_training_memory_caps_use_allocated_memory(tmp_path):
     out = tmp_path / "s"
     write_model(out, "base-tiny", correct=mask(5), eval_memory=cuda(1.0, 0.9))
     # reserved says full FT is the lighter; allocated (what the study decided on) says VeRA is
-    write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(39),
-                eval_memory=cuda(1.0, 0.9), train_memory=cuda(4.0, 3.0))
-    write_model(out, "squad_v2-vera-r8-s0", method="vera", rank=8, train_task="squad_v2", seed=0, correct=mask(5),
-                eval_memory=cuda(1.0, 0.9), train_memory=cuda(5.0, 1.0))
+    write_model(
+        out,
+        "squad_v2-full-s0",
+        method="full",
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(39),
+        eval_memory=cuda(1.0, 0.9),
+        train_memory=cuda(4.0, 3.0),
+    )
+    write_model(
+        out,
+        "squad_v2-vera-r8-s0",
+        method="vera",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(5),
+        eval_memory=cuda(1.0, 0.9),
+        train_memory=cuda(5.0, 1.0),
+    )
     q6 = answers_of(out)["Q6"]
     hardest = q6["figures"].sort_values("cap_gb").iloc[0]
     assert hardest["cap_gb"] == 1.0 and hardest["top"] == "tiny-Qwen3 VeRA r8 (SQuAD v2)"
@@ -258,14 +347,47 @@ def study(tmp_path):
     out = tmp_path / "study"
     write_model(out, "base-tiny", correct=mask(10))
     write_model(out, "base-big", correct=mask(30), base_model="org/Big-7B")
-    write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0,
-                correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)}, latency=0.1)
-    write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(8),
-                latency=0.2, tokens=8)
-    write_model(out, "squad_v2-lora-r8-s1", method="lora", rank=8, train_task="squad_v2", seed=1,
-                correct=mask(12, offset=5), latency=0.22, tokens=8)
-    write_model(out, "squad_v2-dora-r8-s0", method="dora", rank=8, train_task="squad_v2", seed=0,
-                correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)}, latency=0.2)
+    write_model(
+        out,
+        "squad_v2-full-s0",
+        method="full",
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)},
+        latency=0.1,
+    )
+    write_model(
+        out,
+        "squad_v2-lora-r8-s0",
+        method="lora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(8),
+        latency=0.2,
+        tokens=8,
+    )
+    write_model(
+        out,
+        "squad_v2-lora-r8-s1",
+        method="lora",
+        rank=8,
+        train_task="squad_v2",
+        seed=1,
+        correct=mask(12, offset=5),
+        latency=0.22,
+        tokens=8,
+    )
+    write_model(
+        out,
+        "squad_v2-dora-r8-s0",
+        method="dora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
+        latency=0.2,
+    )
     write_model(out, "openmath-lora-r8-s0", method="lora", rank=8, train_task="openmath", seed=0, correct=mask(25))
     write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0, failed=True)
     return out
@@ -277,8 +399,11 @@ def test_questions_scoped_as_the_study_posed_them(study):
     larger = q2[q2["b"] == "Big-7B untuned"]
     assert set(larger["task"]) == {"arc", "openmath", "squad_v2"}  # the larger base across tasks
     q7 = answers["Q7"]["comparisons"]
-    train_task = {"tiny-Qwen3 LoRA r8 (SQuAD v2)": "squad_v2", "tiny-Qwen3 DoRA r8 (SQuAD v2)": "squad_v2",
-                  "tiny-Qwen3 LoRA r8 (OpenMath)": "openmath"}
+    train_task = {
+        "tiny-Qwen3 LoRA r8 (SQuAD v2)": "squad_v2",
+        "tiny-Qwen3 DoRA r8 (SQuAD v2)": "squad_v2",
+        "tiny-Qwen3 LoRA r8 (OpenMath)": "openmath",
+    }
     assert all(train_task[a] == t for a, t in zip(q7["a"], q7["task"]))  # in-domain only
     q8 = answers["Q8"]["comparisons"]
     assert {"squad_f1", "latency_s"} <= set(q8["metric"])  # the quality half and the speed half
@@ -316,8 +441,14 @@ def test_rank_plot_draws_seed_error_bars(study):
 
     records = load_study(study)
     fig = plot_rank(records.evals)
-    bars = [segment for ax in fig.axes for c in ax.collections if hasattr(c, "get_segments")
-            for segment in c.get_segments() if len(segment) == 2 and segment[0][1] != segment[1][1]]
+    bars = [
+        segment
+        for ax in fig.axes
+        for c in ax.collections
+        if hasattr(c, "get_segments")
+        for segment in c.get_segments()
+        if len(segment) == 2 and segment[0][1] != segment[1][1]
+    ]
     assert bars, "no error bar for the configuration with two seeds"
     configs = configurations(records=records)
     fig = plot_pareto(configs)

@@ -16,8 +16,11 @@ from peftlab.reference import SOURCE_COMMIT, import_reference, parse_name
 from peftlab.results import ResultError, read_record, write_json
 
 RAW = resolve_path("data/reference-results")
-TASK_KEYS = {"arc": "test-ai2_arc.parquet", "openmath": "test-OpenMathInstruct-2.parquet",
-             "squad_v2": "test-squad_v2.parquet"}
+TASK_KEYS = {
+    "arc": "test-ai2_arc.parquet",
+    "openmath": "test-OpenMathInstruct-2.parquet",
+    "squad_v2": "test-squad_v2.parquet",
+}
 
 
 def raw(name: str) -> dict:
@@ -72,8 +75,15 @@ def test_every_file_becomes_valid_records(imported):
             assert record["meta"]["source"]["repository"] == "https://github.com/albrp97/LLM-Training"
     train = read_record(out / "runs/squad_v2-lora-r512-s0/train.json")
     assert train["kind"] == "train" and train["memory"] is None
-    expected = {"method": "lora", "rank": 512, "train_task": "squad_v2", "protocol": "reference",
-                "base_model": "Qwen/Qwen3-0.6B", "learning_rate": 1e-5, "alpha": 16}
+    expected = {
+        "method": "lora",
+        "rank": 512,
+        "train_task": "squad_v2",
+        "protocol": "reference",
+        "base_model": "Qwen/Qwen3-0.6B",
+        "learning_rate": 1e-5,
+        "alpha": 16,
+    }
     assert {k: train["config"][k] for k in expected} == expected
     assert not (out / "runs/base-qwen3-1.7b/train.json").exists()
 
@@ -87,11 +97,19 @@ def test_eval_record_holds_the_raw_numbers(imported):
     assert record["metrics"]["reference"]["format_success_rate"] == squad["format_success_rate"]
     for key in ("EM", "F1", "HasAns_EM", "HasAns_F1", "NoAns_Accuracy", "AvNA_Accuracy"):
         assert record["metrics"]["reference"][key] == squad["metrics"][key]
-    assert record["metrics"]["headline"] == {"name": "F1", "value": 10.07, "higher_is_better": True,
-                                             "scoring": "reference"}
+    assert record["metrics"]["headline"] == {
+        "name": "F1",
+        "value": 10.07,
+        "higher_is_better": True,
+        "scoring": "reference",
+    }
     model = record["model"]
     assert (model["base_model"], model["method"], model["trained"], model["dtype"]) == (
-        "Qwen/Qwen3-0.6B", "base", False, None)
+        "Qwen/Qwen3-0.6B",
+        "base",
+        False,
+        None,
+    )
     assert "dtype_note" in model
     memory = record["memory"]
     assert (memory["device"], memory["peak_reserved_gb"], memory["peak_allocated_gb"]) == ("cuda", 1.486, 1.329)
@@ -111,7 +129,10 @@ def test_eval_record_holds_the_raw_numbers(imported):
     assert latency["mean_s"] == held["mean"] == 0.0466  # as published; the per-prompt values give 0.046618
     assert (latency["median_s"], latency["std_s"], latency["sum_s"]) == (held["median"], held["std"], held["sum"])
     assert (latency["tokens_mean"], latency["tokens_median"], latency["tokens_sum"]) == (
-        held_tokens["mean"], held_tokens["median"], held_tokens["sum"])
+        held_tokens["mean"],
+        held_tokens["median"],
+        held_tokens["sum"],
+    )
     assert latency["p90_s"] == pytest.approx(np.percentile(seconds, 90))  # not in the file: computed
     assert latency["s_per_token"] == pytest.approx(held["sum"] / held_tokens["sum"])
     assert latency["hit_max_new_tokens"] == pytest.approx(np.mean(tokens >= 1000))
@@ -148,8 +169,12 @@ def test_counts_are_imported_and_match_the_published_percentages(imported):
             dataset = raw(file.name)["datasets"][key]
             record = read_record(out / "runs" / folder / f"eval-{task}.json")
             counts = record["counts"]
-            assert counts == {"correct": dataset["correct"], "incorrect": dataset["incorrect"],
-                              "n": dataset["total_samples"], "metric": metrics[task]}
+            assert counts == {
+                "correct": dataset["correct"],
+                "incorrect": dataset["incorrect"],
+                "n": dataset["total_samples"],
+                "metric": metrics[task],
+            }
             published = dataset["metrics"]["EM"] if task == "squad_v2" else dataset["accuracy"]
             assert 100 * counts["correct"] / counts["n"] == pytest.approx(published, abs=0.005)
             assert record["metrics"]["reference"]["format_success_rate"] == dataset["format_success_rate"]
@@ -245,8 +270,7 @@ def test_table1_has_all_sixteen_models_with_raw_values(table):
     assert dora["openmath_absdiff"] == datasets[TASK_KEYS["openmath"]]["metrics"]["avg_abs_diff"]
     assert dora["squad_f1"] == datasets[TASK_KEYS["squad_v2"]]["metrics"]["F1"]
     assert (dora["eval_res_gb"], dora["eval_all_gb"]) == (2.754, 2.523)
-    for task, column in (("arc", "arc_latency_s"), ("openmath", "openmath_latency_s"),
-                         ("squad_v2", "squad_latency_s")):
+    for task, column in (("arc", "arc_latency_s"), ("openmath", "openmath_latency_s"), ("squad_v2", "squad_latency_s")):
         assert dora[column] == datasets[TASK_KEYS[task]]["latency_seconds"]["mean"]
 
     full = row(table, "Trained on SQuAD v2", "Full FT")

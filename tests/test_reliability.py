@@ -29,16 +29,20 @@ def test_a_missing_local_model_is_refused_before_anything_loads(tmp_path):
 
 def test_an_eval_task_without_data_fails_before_the_model_loads(tmp_path, tiny_config, monkeypatch):
     (tmp_path / "mydata" / "arc").mkdir(parents=True)  # arc only: squad_v2 has no data
-    (tmp_path / "mydata" / "arc" / "test.jsonl").write_text(json.dumps(
-        {"id": "a", "question": "Q?", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "A"}))
+    (tmp_path / "mydata" / "arc" / "test.jsonl").write_text(
+        json.dumps(
+            {"id": "a", "question": "Q?", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "A"}
+        )
+    )
     import peftlab.evaluate as evaluate
 
     def no_model(**kwargs):
         raise AssertionError("the model was loaded before the data was checked")
 
     monkeypatch.setattr(evaluate, "load_model", no_model)
-    config = tiny_config(data_source=str(tmp_path / "mydata"), eval_tasks=["arc", "squad_v2"], n_eval=1,
-                         out_dir=str(tmp_path / "out"))
+    config = tiny_config(
+        data_source=str(tmp_path / "mydata"), eval_tasks=["arc", "squad_v2"], n_eval=1, out_dir=str(tmp_path / "out")
+    )
     with pytest.raises(DataError, match="no folder 'squad_v2'"):
         run_evaluation(config=config)
     assert not (tmp_path / "out").exists()
@@ -121,8 +125,12 @@ def test_an_interrupted_run_leaves_no_finished_looking_result_and_reruns_cleanly
         run_training(config=resolve_config(overrides=dict(base_model="tiny", n_train=16, batch_size=1, epochs=50,
                                                           max_length=512, out_dir={str(out)!r})))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, TQDM_DISABLE="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=dict(os.environ, TQDM_DISABLE="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (out / ".trainer").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -130,6 +138,7 @@ def test_an_interrupted_run_leaves_no_finished_looking_result_and_reruns_cleanly
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert not (out / "train.json").exists() and not (out / "model").exists()
-    config = resolve_config(overrides=dict(base_model="tiny", n_train=4, batch_size=4, max_length=512,
-                                           out_dir=str(out)))
+    config = resolve_config(
+        overrides=dict(base_model="tiny", n_train=4, batch_size=4, max_length=512, out_dir=str(out))
+    )
     assert run_training(config=config)["status"] == "ok"

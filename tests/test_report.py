@@ -30,14 +30,47 @@ def view(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "study"
     write_model(out, "base-tiny", correct=mask(10))
     write_model(out, "base-big", correct=mask(30), base_model="org/Big-7B")
-    write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0,
-                correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)}, latency=0.1)
-    write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(8),
-                latency=0.2, tokens=8)
-    write_model(out, "squad_v2-lora-r16-s0", method="lora", rank=16, train_task="squad_v2", seed=0,
-                correct=mask(9), latency=0.2, tokens=8)
-    write_model(out, "squad_v2-dora-r8-s0", method="dora", rank=8, train_task="squad_v2", seed=0,
-                correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)}, latency=0.2)
+    write_model(
+        out,
+        "squad_v2-full-s0",
+        method="full",
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)},
+        latency=0.1,
+    )
+    write_model(
+        out,
+        "squad_v2-lora-r8-s0",
+        method="lora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(8),
+        latency=0.2,
+        tokens=8,
+    )
+    write_model(
+        out,
+        "squad_v2-lora-r16-s0",
+        method="lora",
+        rank=16,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(9),
+        latency=0.2,
+        tokens=8,
+    )
+    write_model(
+        out,
+        "squad_v2-dora-r8-s0",
+        method="dora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
+        latency=0.2,
+    )
     write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0, failed=True)
     records = load_study(out)
     return ReportView(records=records, answers=answer_questions(records, n_boot=200), study="handmade")
@@ -50,11 +83,23 @@ def test_numbers_read_as_numbers():
 
 
 def test_a_comparison_reads_as_a_sentence():
-    row = {"a": "Qwen3-0.6B LoRA r32 (SQuAD v2)", "b": "Qwen3-0.6B Full FT (SQuAD v2)", "task": "squad_v2",
-           "metric": "squad_f1", "n": 200, "diff": -12.4, "ci_low": -18.9, "ci_high": -6.1, "verdict": "b better",
-           "mde": 5.0, "note": None}
+    row = {
+        "a": "Qwen3-0.6B LoRA r32 (SQuAD v2)",
+        "b": "Qwen3-0.6B Full FT (SQuAD v2)",
+        "task": "squad_v2",
+        "metric": "squad_f1",
+        "n": 200,
+        "diff": -12.4,
+        "ci_low": -18.9,
+        "ci_high": -6.1,
+        "verdict": "b better",
+        "mde": 5.0,
+        "note": None,
+    }
     labels = {"Qwen3-0.6B LoRA r32 (SQuAD v2)": "LoRA r32", "Qwen3-0.6B Full FT (SQuAD v2)": "full FT"}
-    assert comparison_sentence(row, labels) == "full FT beats LoRA r32 on SQuAD v2 by 12.4 F1 points [6.1, 18.9], n = 200"
+    assert (
+        comparison_sentence(row, labels) == "full FT beats LoRA r32 on SQuAD v2 by 12.4 F1 points [6.1, 18.9], n = 200"
+    )
     faster = {**row, "metric": "latency_s", "diff": -0.5, "ci_low": -0.7, "ci_high": -0.3, "verdict": "a better"}
     assert comparison_sentence(faster, labels).startswith("LoRA r32 is faster than full FT on SQuAD v2 by 0.500 s")
     tie = {**row, "diff": 0.5, "ci_low": -3.0, "ci_high": 4.0, "verdict": "tie"}
@@ -62,11 +107,18 @@ def test_a_comparison_reads_as_a_sentence():
 
 
 def test_labels_drop_a_shared_base():
-    configs = pd.DataFrame({"config": ["Qwen3-0.6B LoRA r8 (ARC)", "Qwen3-0.6B untuned", "Qwen3-1.7B untuned"],
-                            "base": ["Qwen3-0.6B", "Qwen3-0.6B", "Qwen3-1.7B"], "trained": [True, False, False]})
-    assert short_labels(configs) == {"Qwen3-0.6B LoRA r8 (ARC)": "LoRA r8 (ARC)",
-                                     "Qwen3-0.6B untuned": "Qwen3-0.6B untuned",
-                                     "Qwen3-1.7B untuned": "Qwen3-1.7B untuned"}
+    configs = pd.DataFrame(
+        {
+            "config": ["Qwen3-0.6B LoRA r8 (ARC)", "Qwen3-0.6B untuned", "Qwen3-1.7B untuned"],
+            "base": ["Qwen3-0.6B", "Qwen3-0.6B", "Qwen3-1.7B"],
+            "trained": [True, False, False],
+        }
+    )
+    assert short_labels(configs) == {
+        "Qwen3-0.6B LoRA r8 (ARC)": "LoRA r8 (ARC)",
+        "Qwen3-0.6B untuned": "Qwen3-0.6B untuned",
+        "Qwen3-1.7B untuned": "Qwen3-1.7B untuned",
+    }
 
 
 def test_findings_page_has_the_study_the_nine_answers_and_caveats(view):
@@ -106,8 +158,10 @@ def test_appendix_has_every_question_collapsible(view):
 
 
 def test_contents_link_every_section():
-    body = ('<h2 id="a">A<a class="anchor-link" href="#a">¶</a></h2><nav class="toc" id="toc"></nav>'
-            '<h2 id="b">B</h2><h3 id="b1">B.1</h3><h3 id="b2">B.2</h3><h2 id="c">C</h2>')
+    body = (
+        '<h2 id="a">A<a class="anchor-link" href="#a">¶</a></h2><nav class="toc" id="toc"></nav>'
+        '<h2 id="b">B</h2><h3 id="b1">B.1</h3><h3 id="b2">B.2</h3><h2 id="c">C</h2>'
+    )
     filled = fill_contents(body)
     links = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', filled.split("</nav>")[0])
     assert links == [("a", "A"), ("b", "B"), ("b1", "B.1"), ("b2", "B.2"), ("c", "C")]

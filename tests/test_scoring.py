@@ -7,7 +7,6 @@ import math
 import pandas as pd
 import pytest
 
-from peftlab.tasks import TASKS
 from peftlab import config, scoring
 from peftlab.scoring import (
     extract_boxed,
@@ -19,6 +18,7 @@ from peftlab.scoring import (
     score_items,
     summarize,
 )
+from peftlab.tasks import TASKS
 
 approx = pytest.approx
 

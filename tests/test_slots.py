@@ -18,9 +18,11 @@ from peftlab.study import run_study
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 # A job that records the device and threads it was given, and how long it ran.
-PROBE = ("import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[2])); "
-         "json.dump({'device': os.environ.get('CUDA_VISIBLE_DEVICES'), 'threads': int(os.environ['OMP_NUM_THREADS']), "
-         "'mkl': int(os.environ['MKL_NUM_THREADS']), 'start': t0, 'end': time.time()}, open(sys.argv[1], 'w'))")
+PROBE = (
+    "import json, os, sys, time; t0 = time.time(); time.sleep(float(sys.argv[2])); "
+    "json.dump({'device': os.environ.get('CUDA_VISIBLE_DEVICES'), 'threads': int(os.environ['OMP_NUM_THREADS']), "
+    "'mkl': int(os.environ['MKL_NUM_THREADS']), 'start': t0, 'end': time.time()}, open(sys.argv[1], 'w'))"
+)
 
 
 @pytest.mark.parametrize("slots,cores", [(1, 2), (2, 2), (3, 7), (4, 16), (8, 12)])
@@ -53,7 +55,7 @@ def test_gpu_count_is_detected_and_checked(tmp_path):
     assert detect_gpus({"CUDA_VISIBLE_DEVICES": "-1", "PATH": ""}) == 0
     assert detect_gpus({"PATH": str(tmp_path)}) == 0  # no nvidia-smi: a CPU-only machine
     fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\nfor i in 0 1 2 3; do echo \"GPU $i: NVIDIA H100 (UUID: GPU-$i)\"; done\n")
+    fake.write_text('#!/bin/sh\nfor i in 0 1 2 3; do echo "GPU $i: NVIDIA H100 (UUID: GPU-$i)"; done\n')
     fake.chmod(0o755)
     assert detect_gpus({"PATH": str(tmp_path)}) == 4
     assert parse_gpus(None, {"PATH": str(tmp_path)}) == 4
@@ -68,9 +70,27 @@ def test_gpu_count_is_detected_and_checked(tmp_path):
 
 def _start(tmp_path: Path, name: str, slots: int, cores: int, seconds: float) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    return subprocess.Popen([sys.executable, "-m", "peftlab.slots", "--slots", str(slots), "--cores", str(cores),
-                             "--lock-dir", str(tmp_path / "locks"), "--", sys.executable, "-c", PROBE,
-                             str(tmp_path / f"{name}.json"), str(seconds)], env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "peftlab.slots",
+            "--slots",
+            str(slots),
+            "--cores",
+            str(cores),
+            "--lock-dir",
+            str(tmp_path / "locks"),
+            "--",
+            sys.executable,
+            "-c",
+            PROBE,
+            str(tmp_path / f"{name}.json"),
+            str(seconds),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_concurrent_jobs_get_disjoint_devices_and_their_threads_add_up(tmp_path):
@@ -106,10 +126,30 @@ def test_a_killed_job_frees_its_slot(tmp_path):
 def test_the_local_workflow_runs_one_job_per_slot(tmp_path, slots, threads):
     """The commands the workflow would run with 1 or 2 slots on 4 cores: each job through the
     slot wrapper, with the cores divided in Snakemake's accounting (so `slots` jobs fit at once)."""
-    out = subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-                          "--profile", str(repo_root() / "profiles" / "local"), "--cores", "4",
-                          "--resources", f"accelerator={slots}", "--config", "study=smoke", "-n", "-p", "--forceall"],
-                         cwd=repo_root(), capture_output=True, text=True, env=dict(os.environ, PEFTLAB_ROOT=str(repo_root())))
+    out = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-s",
+            str(repo_root() / "workflow" / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--profile",
+            str(repo_root() / "profiles" / "local"),
+            "--cores",
+            "4",
+            "--resources",
+            f"accelerator={slots}",
+            "--config",
+            "study=smoke",
+            "-n",
+            "-p",
+            "--forceall",
+        ],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PEFTLAB_ROOT=str(repo_root())),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     assert text.count(f"-m peftlab.slots --slots {slots} ") == 8 and "--cores 4 --" in text  # 2 train + 6 evaluate

@@ -35,9 +35,24 @@ def _copy_root(where: Path, study_text: str | None = None) -> Path:
 
 def _run(root: Path, study: str, profile: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PEFTLAB_ROOT=str(root))
-    return subprocess.run([sys.executable, "-m", "peftlab.study", "run", study, "--directory", str(root),
-                           "--profile", str(repo_root() / "profiles" / profile)],
-                          cwd=repo_root(), env=env, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peftlab.study",
+            "run",
+            study,
+            "--directory",
+            str(root),
+            "--profile",
+            str(repo_root() / "profiles" / profile),
+        ],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def _slurm_jobs(root: Path) -> dict[str, str]:
@@ -50,8 +65,10 @@ def _job_times(job_ids) -> dict[str, tuple[datetime, datetime]]:
     """Start and end of finished SLURM jobs: squeue keeps them MinJobAge seconds (600 with
     scripts/local-slurm.sh); sacct answers where job accounting runs."""
     ids = ",".join(job_ids)
-    for command in (["squeue", "-j", ids, "-t", "all", "-h", "-o", "%i|%S|%e"],
-                    ["sacct", "-j", ids, "-X", "-n", "-P", "-o", "JobID,Start,End"]):
+    for command in (
+        ["squeue", "-j", ids, "-t", "all", "-h", "-o", "%i|%S|%e"],
+        ["sacct", "-j", ids, "-X", "-n", "-P", "-o", "JobID,Start,End"],
+    ):
         out = subprocess.run(command, capture_output=True, text=True)
         times = {}
         for line in out.stdout.split():
@@ -67,8 +84,9 @@ def _job_times(job_ids) -> dict[str, tuple[datetime, datetime]]:
 
 def most_at_once(intervals) -> int:
     """The largest number of intervals that overlap at one instant (touching ends do not overlap)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                    key=lambda e: (e[0], e[1]))  # at equal times an end comes before a start
+    events = sorted(
+        [(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals], key=lambda e: (e[0], e[1])
+    )  # at equal times an end comes before a start
     running = peak = 0
     for _, step in events:
         running += step
@@ -84,8 +102,10 @@ def test_overlap_counting():
 
 
 def _evals(out: Path) -> dict:
-    return {f"{p.parent.name}/{p.name}": json.loads(p.read_text())["metrics"]["corrected"]
-            for p in sorted(out.glob("runs/*/eval-*.json"))}
+    return {
+        f"{p.parent.name}/{p.name}": json.loads(p.read_text())["metrics"]["corrected"]
+        for p in sorted(out.glob("runs/*/eval-*.json"))
+    }
 
 
 def test_smoke_study_runs_jobs_at_once_through_sbatch_and_equals_the_local_run(tmp_path):
@@ -98,8 +118,9 @@ def test_smoke_study_runs_jobs_at_once_through_sbatch_and_equals_the_local_run(t
     result = _run(slurm_root, "smoke", "slurm-local")
     wall = time.time() - started
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Using profile " in result.stderr and "workflow specific profile" not in result.stderr, \
-        [line for line in result.stderr.splitlines() if "profile" in line]
+    assert "Using profile " in result.stderr and "workflow specific profile" not in result.stderr, [
+        line for line in result.stderr.splitlines() if "profile" in line
+    ]
     jobs = _slurm_jobs(slurm_root)
     submitted = {p.parent.parent.name for p in (slurm_root / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert {"rule_train", "rule_evaluate"} <= submitted, submitted
@@ -114,10 +135,12 @@ def test_smoke_study_runs_jobs_at_once_through_sbatch_and_equals_the_local_run(t
 def test_a_failed_slurm_job_is_reported_with_its_log_and_the_rest_finish(tmp_path):
     """A run killed outright (as by the OOM killer) leaves no record: the job fails, Snakemake names its
     SLURM log, and the other jobs still finish. A run that fails inside Python is recorded as failed."""
-    study = ("trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\n"
-             "untuned_base_models: [tiny]\neval_tasks: [arc]\noverrides: {n_train: 4, batch_size: 2, "
-             "max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
-             "method_overrides: {lora: {fault: 'kill@train:1'}, vera: {fault: 'oom@train:1'}}\n")
+    study = (
+        "trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\n"
+        "untuned_base_models: [tiny]\neval_tasks: [arc]\noverrides: {n_train: 4, batch_size: 2, "
+        "max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
+        "method_overrides: {lora: {fault: 'kill@train:1'}, vera: {fault: 'oom@train:1'}}\n"
+    )
     root = _copy_root(tmp_path, study)
     result = _run(root, "slurmfail", "slurm-local")
     out = root / "outputs" / "slurmfail"
@@ -134,18 +157,35 @@ def test_a_job_slurm_ends_at_its_time_limit_is_recorded_failed_and_retried_alone
     """A training run far longer than its 1-minute `runtime`: SLURM ends it (TIMEOUT), the
     workflow records it as failed with SLURM's state, the other job finishes, a plain rerun
     keeps the record and RETRY_FAILED resubmits that job only."""
-    study = ("trained_base_models: [tiny]\nmethods: {lora: [4]}\ntrain_tasks: [arc]\n"
-             "untuned_base_models: [tiny]\neval_tasks: [arc]\noverrides: {n_train: 8, batch_size: 4, "
-             "max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1, epochs: 100000}\n")
+    study = (
+        "trained_base_models: [tiny]\nmethods: {lora: [4]}\ntrain_tasks: [arc]\n"
+        "untuned_base_models: [tiny]\neval_tasks: [arc]\noverrides: {n_train: 8, batch_size: 4, "
+        "max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1, epochs: 100000}\n"
+    )
     root = _copy_root(tmp_path, study)
     profile = tmp_path / "slurm-short"
     profile.mkdir()
     settings = (repo_root() / "profiles" / "slurm-local" / "config.yaml").read_text()
     (profile / "config.yaml").write_text(settings + "set-resources:\n  train:\n    runtime: 1\n")
     env = dict(os.environ, PEFTLAB_ROOT=str(root))
-    result = subprocess.run([sys.executable, "-m", "peftlab.study", "run", "slurmfail", "--directory", str(root),
-                             "--profile", str(profile)], cwd=repo_root(), env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peftlab.study",
+            "run",
+            "slurmfail",
+            "--directory",
+            str(root),
+            "--profile",
+            str(profile),
+        ],
+        cwd=repo_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     log = result.stdout + result.stderr
     out = root / "outputs" / "slurmfail"
     assert result.returncode != 0
@@ -156,10 +196,26 @@ def test_a_job_slurm_ends_at_its_time_limit_is_recorded_failed_and_retried_alone
     assert json.loads((out / "runs" / "base-tiny" / "eval-arc.json").read_text())["status"] == "ok"
 
     def dry_run(*config: str) -> str:
-        done = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(root / "workflow" / "Snakefile"),
-                               "--directory", str(root), "--profile", str(profile), "-n",
-                               "--config", "study=slurmfail", *config],
-                              cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "snakemake"),
+                "-s",
+                str(root / "workflow" / "Snakefile"),
+                "--directory",
+                str(root),
+                "--profile",
+                str(profile),
+                "-n",
+                "--config",
+                "study=slurmfail",
+                *config,
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout + done.stderr
 

@@ -16,19 +16,22 @@ TIME_LIMIT = "slurmstepd: error: *** JOB 12 ON node7 CANCELLED AT 2026-11-30T06:
 OOM = "slurmstepd: error: Detected 1 oom_kill event in StepId=13.batch. Some of the step tasks have been OOM Killed."
 
 
-@pytest.mark.parametrize("state,log,expected", [
-    ("TIMEOUT", "", ("TIMEOUT", None)),
-    ("TIMEOUT", f"Executing Cell 7\n{TIME_LIMIT}\n", ("TIMEOUT", TIME_LIMIT)),
-    (None, TIME_LIMIT, ("TIMEOUT", TIME_LIMIT)),            # squeue has forgotten the job: the log says it
-    ("CANCELLED", TIME_LIMIT, ("TIMEOUT", TIME_LIMIT)),
-    ("OUT_OF_MEMORY", OOM, ("OUT_OF_MEMORY", OOM)),
-    ("FAILED", OOM, ("OUT_OF_MEMORY", OOM)),
-    ("FAILED", "torch.OutOfMemoryError: injected fault: out of memory", None),  # the run records that itself
-    ("FAILED", "Traceback ...\nKilled", None),               # a crash: redone by the next run, not recorded
-    ("CANCELLED", "", None),                                 # cancelled by a person: redone
-    ("COMPLETED", "", None),
-    (None, "", None),
-])
+@pytest.mark.parametrize(
+    "state,log,expected",
+    [
+        ("TIMEOUT", "", ("TIMEOUT", None)),
+        ("TIMEOUT", f"Executing Cell 7\n{TIME_LIMIT}\n", ("TIMEOUT", TIME_LIMIT)),
+        (None, TIME_LIMIT, ("TIMEOUT", TIME_LIMIT)),  # squeue has forgotten the job: the log says it
+        ("CANCELLED", TIME_LIMIT, ("TIMEOUT", TIME_LIMIT)),
+        ("OUT_OF_MEMORY", OOM, ("OUT_OF_MEMORY", OOM)),
+        ("FAILED", OOM, ("OUT_OF_MEMORY", OOM)),
+        ("FAILED", "torch.OutOfMemoryError: injected fault: out of memory", None),  # the run records that itself
+        ("FAILED", "Traceback ...\nKilled", None),  # a crash: redone by the next run, not recorded
+        ("CANCELLED", "", None),  # cancelled by a person: redone
+        ("COMPLETED", "", None),
+        (None, "", None),
+    ],
+)
 def test_only_jobs_slurm_ended_for_a_limit_count(state, log, expected):
     assert classify(state, log) == expected
 
@@ -60,11 +63,16 @@ def test_a_timed_out_train_job_and_evaluation_get_failed_records(tmp_path, monke
     (logs / "rule_evaluate" / "base-tiny_squad_v2" / "43.log").write_text(OOM + "\n")
     written = record_slurm_failures(plan, logdir=logs, since=0)
     runs = plan.out / "runs"
-    assert sorted(written) == sorted([runs / "arc-lora-r4-s0" / "train.json", runs / "base-tiny" / "eval-squad_v2.json"])
+    assert sorted(written) == sorted(
+        [runs / "arc-lora-r4-s0" / "train.json", runs / "base-tiny" / "eval-squad_v2.json"]
+    )
     train = json.loads((runs / "arc-lora-r4-s0" / "train.json").read_text())
     assert train["status"] == "failed" and train["error"]["type"] == "SlurmTimeLimit"
-    assert "SLURM job 41 ended with state TIMEOUT" in train["error"]["message"] and "DUE TO TIME LIMIT" in \
-        train["error"]["message"] and "runtime" in train["error"]["message"]
+    assert (
+        "SLURM job 41 ended with state TIMEOUT" in train["error"]["message"]
+        and "DUE TO TIME LIMIT" in train["error"]["message"]
+        and "runtime" in train["error"]["message"]
+    )
     assert train["config"]["method"] == "lora" and train["run"] == "arc-lora-r4-s0"
     evaluation = json.loads((runs / "base-tiny" / "eval-squad_v2.json").read_text())
     assert evaluation["status"] == "failed" and evaluation["task"] == "squad_v2"

@@ -135,8 +135,9 @@ def test_cluster_bootstrap_matches_the_analytic_paired_standard_error():
     got = cluster_bootstrap_diff([a], [b], range(400), n_boot=4000, seed=1)
     analytic = np.std(a - b, ddof=1) / np.sqrt(400)
     assert got["se"] == pytest.approx(analytic, rel=0.08)
-    assert cluster_bootstrap_diff([a], [b], range(400), n_boot=300, seed=5) == \
-        cluster_bootstrap_diff([a], [b], range(400), n_boot=300, seed=5)  # deterministic for a seed
+    assert cluster_bootstrap_diff([a], [b], range(400), n_boot=300, seed=5) == cluster_bootstrap_diff(
+        [a], [b], range(400), n_boot=300, seed=5
+    )  # deterministic for a seed
 
 
 def test_cluster_bootstrap_errors():

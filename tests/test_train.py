@@ -12,9 +12,26 @@ from peftlab.config import ConfigError, resolve_config
 from peftlab.train import run_training
 
 RECORD_FIELDS = {
-    "kind", "status", "config", "config_hash", "run", "learning_rate", "trainable_params", "total_params",
-    "adapter_bytes", "n_rows", "n_rows_too_long", "optimizer_steps", "tokens", "tokens_per_s", "loss_curve",
-    "final_loss", "memory", "timings", "meta", "model",
+    "kind",
+    "status",
+    "config",
+    "config_hash",
+    "run",
+    "learning_rate",
+    "trainable_params",
+    "total_params",
+    "adapter_bytes",
+    "n_rows",
+    "n_rows_too_long",
+    "optimizer_steps",
+    "tokens",
+    "tokens_per_s",
+    "loss_curve",
+    "final_loss",
+    "memory",
+    "timings",
+    "meta",
+    "model",
 }
 
 
@@ -24,8 +41,17 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     records = {}
     for method in ("full", "lora", "dora", "vera"):
-        config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=8, n_train=8, batch_size=4,
-                                               max_length=512, out_dir=str(root / method)))
+        config = resolve_config(
+            overrides=dict(
+                base_model="tiny",
+                method=method,
+                rank=8,
+                n_train=8,
+                batch_size=4,
+                max_length=512,
+                out_dir=str(root / method),
+            )
+        )
         records[method] = run_training(config=config)
     return records
 
@@ -55,9 +81,21 @@ def test_trainable_parameters_are_ordered_vera_lora_full(trained):
 def test_loss_decreases_on_a_trivially_learnable_task(method, lr, tmp_path):
     """Four rows seen for 30 epochs: the loss must fall by well over half a nat for every method.
     (Measured: full 6.9 -> 2.0, LoRA/DoRA 6.9 -> 5.9, VeRA 6.9 -> 6.1.)"""
-    config = resolve_config(overrides=dict(base_model="tiny", method=method, rank=8, n_train=4, batch_size=4,
-                                           epochs=30, learning_rate=lr, warmup_ratio=0.0, dropout=0.0,
-                                           train_task="arc", out_dir=str(tmp_path / method)))
+    config = resolve_config(
+        overrides=dict(
+            base_model="tiny",
+            method=method,
+            rank=8,
+            n_train=4,
+            batch_size=4,
+            epochs=30,
+            learning_rate=lr,
+            warmup_ratio=0.0,
+            dropout=0.0,
+            train_task="arc",
+            out_dir=str(tmp_path / method),
+        )
+    )
     curve = [p["loss"] for p in run_training(config=config)["loss_curve"]]
     assert all(math.isfinite(loss) for loss in curve)
     assert curve[-1] < curve[0] - 0.5, curve
@@ -75,8 +113,18 @@ def test_finished_run_is_reused_and_another_config_is_refused(trained):
 
 
 def test_merged_checkpoint_is_saved_in_the_base_dtype(tmp_path):
-    config = resolve_config(overrides=dict(base_model="tiny", dtype="bfloat16", method="lora", rank=4, n_train=4,
-                                           batch_size=4, max_length=512, out_dir=str(tmp_path / "bf16")))
+    config = resolve_config(
+        overrides=dict(
+            base_model="tiny",
+            dtype="bfloat16",
+            method="lora",
+            rank=4,
+            n_train=4,
+            batch_size=4,
+            max_length=512,
+            out_dir=str(tmp_path / "bf16"),
+        )
+    )
     record = run_training(config=config)
     assert record["model"]["merged_dtype"] == "bfloat16"
     saved = json.loads((tmp_path / "bf16" / "model" / "config.json").read_text())
@@ -84,9 +132,20 @@ def test_merged_checkpoint_is_saved_in_the_base_dtype(tmp_path):
 
 
 def _curve(tmp_path, name, **overrides):
-    config = resolve_config(overrides=dict(base_model="tiny", method="lora", rank=8, dropout=0.0, n_train=16,
-                                           batch_size=4, max_length=512, group_by_length=False,
-                                           out_dir=str(tmp_path / name), **overrides))
+    config = resolve_config(
+        overrides=dict(
+            base_model="tiny",
+            method="lora",
+            rank=8,
+            dropout=0.0,
+            n_train=16,
+            batch_size=4,
+            max_length=512,
+            group_by_length=False,
+            out_dir=str(tmp_path / name),
+            **overrides,
+        )
+    )
     record = run_training(config=config)
     assert record["status"] == "ok", record.get("error")
     return record, [point["loss"] for point in record["loss_curve"]]

@@ -22,27 +22,53 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 def study_command(study: str, *extra: str, root: Path | None = None) -> list[str]:
     """What `make study` runs: `peftlab study`, in the project root given."""
-    return [str(Path(sys.executable).parent / "peftlab"), "study", study, "--directory", str(root or repo_root()),
-            *extra]
+    return [
+        str(Path(sys.executable).parent / "peftlab"),
+        "study",
+        study,
+        "--directory",
+        str(root or repo_root()),
+        *extra,
+    ]
 
 
 def snakemake(study: str, *extra: str, root: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     env = dict(os.environ, PEFTLAB_ROOT=str(root or repo_root()))
-    return subprocess.run(study_command(study, *extra, root=root), cwd=repo_root(), env=env, capture_output=True,
-                          text=True, **kwargs)
+    return subprocess.run(
+        study_command(study, *extra, root=root), cwd=repo_root(), env=env, capture_output=True, text=True, **kwargs
+    )
 
 
-@pytest.mark.parametrize("eval_jobs, rule, expected", [("per_task", "evaluate", 48), ("per_model", "evaluate_model", 16)])
+@pytest.mark.parametrize(
+    "eval_jobs, rule, expected", [("per_task", "evaluate", 48), ("per_model", "evaluate_model", 16)]
+)
 def test_paper_dry_run_lists_14_train_and_48_evaluations(eval_jobs, rule, expected):
     """48 evaluations: one job each on a cluster, or one job per model (16) for all its tasks."""
     plan = load_plan("paper")
     assert len(plan.train) == 14 and len(plan.eval_targets()) == 48
-    out = subprocess.run([SNAKEMAKE, "-s", str(repo_root() / "workflow" / "Snakefile"), "--profile",
-                          str(repo_root() / "profiles" / "local"), "--config", "study=paper", f"eval_jobs={eval_jobs}",
-                          "-n", "--forceall"], cwd=repo_root(), capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-s",
+            str(repo_root() / "workflow" / "Snakefile"),
+            "--profile",
+            str(repo_root() / "profiles" / "local"),
+            "--config",
+            "study=paper",
+            f"eval_jobs={eval_jobs}",
+            "-n",
+            "--forceall",
+        ],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
-    counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in out.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert counts["train"] == 14 and counts[rule] == expected
 
 
@@ -83,8 +109,11 @@ def _results(out: Path) -> dict:
         record = json.loads(path.read_text())
         items = pd.read_parquet(path.with_name(path.name.replace("eval-", "items-").replace(".json", ".parquet")))
         key = f"{path.parent.name}/{path.stem}"
-        results[key] = (record["status"], json.dumps(record["metrics"]["corrected"], sort_keys=True),
-                        tuple(items["reply"]))
+        results[key] = (
+            record["status"],
+            json.dumps(record["metrics"]["corrected"], sort_keys=True),
+            tuple(items["reply"]),
+        )
     return results
 
 
@@ -100,8 +129,9 @@ def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_pat
     root = make_project_copy(tmp_path / "killed")
     env = dict(os.environ, PEFTLAB_ROOT=str(root))
     command = study_command("smoke", root=root)
-    proc = subprocess.Popen(command, cwd=repo_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=repo_root(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     # Jobs run one at a time: once a third job has started, the records written before it
     # started belong to finished jobs, which the rerun must not redo.
     runs = root / "outputs" / "smoke" / "runs"
@@ -126,10 +156,16 @@ def test_smoke_study_interrupted_and_resumed_equals_an_uninterrupted_run(tmp_pat
 
 @pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
-    root = make_project_copy(tmp_path, {"failing": (
-        "trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\neval_tasks: [arc]\n"
-        "overrides: {n_train: 4, batch_size: 4, max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
-        "method_overrides: {vera: {fault: oom@train:1}}\n")})
+    root = make_project_copy(
+        tmp_path,
+        {
+            "failing": (
+                "trained_base_models: [tiny]\nmethods: {lora: [4], vera: [4]}\ntrain_tasks: [arc]\neval_tasks: [arc]\n"
+                "overrides: {n_train: 4, batch_size: 4, max_length: 512, n_eval: 2, max_new_tokens: 4, n_latency: 1}\n"
+                "method_overrides: {vera: {fault: oom@train:1}}\n"
+            )
+        },
+    )
     result = snakemake("failing", root=root)
     assert result.returncode == 0, result.stderr[-3000:]
     out = root / "outputs" / "failing"
@@ -145,7 +181,9 @@ def test_a_failing_run_is_recorded_and_the_rest_of_the_study_finishes(tmp_path):
     # Asked to, the next start retries the failed run (still failing: same record, new attempt).
     again = snakemake("failing", "--config", "retry_failed=1", root=root)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "rule train:" in again.stdout + again.stderr and "wildcards: run=arc-vera-r4-s0" in again.stdout + again.stderr
+    assert (
+        "rule train:" in again.stdout + again.stderr and "wildcards: run=arc-vera-r4-s0" in again.stdout + again.stderr
+    )
     assert json.loads((out / "runs" / "arc-vera-r4-s0" / "train.json").read_text())["status"] == "failed"
     nothing = snakemake("failing", root=root)  # without asking, a failed record is a finished job
     assert "rule train:" not in nothing.stdout + nothing.stderr

@@ -30,7 +30,24 @@ def question_docs() -> dict[str, str]:
 
 
 __all__ = [
-    "ALPHA", "Analysis", "HOW", "MEASURES", "MIN_N", "N_BOOT", "QUESTIONS", "TABLE1_COLUMNS", "StudyRecords",
-    "answer_questions", "answers_table", "compare_protocols", "how_table", "load_study", "question_docs",
-    "questions_json", "table1", "table1_best", "table1_html", "write_questions",
+    "ALPHA",
+    "Analysis",
+    "HOW",
+    "MEASURES",
+    "MIN_N",
+    "N_BOOT",
+    "QUESTIONS",
+    "TABLE1_COLUMNS",
+    "StudyRecords",
+    "answer_questions",
+    "answers_table",
+    "compare_protocols",
+    "how_table",
+    "load_study",
+    "question_docs",
+    "questions_json",
+    "table1",
+    "table1_best",
+    "table1_html",
+    "write_questions",
 ]

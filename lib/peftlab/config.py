@@ -12,8 +12,9 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -106,9 +107,11 @@ def _tracker(key: str, value: Any) -> Any:
         _fail(key, value, ", ".join(TRACKERS))
     package = TRACKERS[value]
     if package and importlib.util.find_spec(package) is None:
-        raise ConfigError(f"config key '{key}': {value!r} needs the {package} package, which is not installed; "
-                          f"install it with `pip install '{package}'` (or the project's `tracking` extra), "
-                          "or use none")
+        raise ConfigError(
+            f"config key '{key}': {value!r} needs the {package} package, which is not installed; "
+            f"install it with `pip install '{package}'` (or the project's `tracking` extra), "
+            "or use none"
+        )
     return value
 
 
@@ -130,15 +133,27 @@ def _base_model(key: str, value: Any) -> Any:
         from .models import architectures
 
         if value.removeprefix("random:") not in architectures():
-            _fail(key, value, "random:<architecture> with a shipped architecture: "
-                  + ", ".join(f"random:{name}" for name in architectures()))
+            _fail(
+                key,
+                value,
+                "random:<architecture> with a shipped architecture: "
+                + ", ".join(f"random:{name}" for name in architectures()),
+            )
         return value
     path = Path(value).expanduser()
     looks_like_path = value.startswith((".", "/", "~")) or value.count("/") > 1
     if looks_like_path and not path.is_dir():
-        _fail(key, value, "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+        _fail(
+            key,
+            value,
+            "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B",
+        )
     if not looks_like_path and not HUB_ID.match(value):
-        _fail(key, value, "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B")
+        _fail(
+            key,
+            value,
+            "tiny, embedded, random:qwen3-0.6b, an existing checkpoint directory, or a Hub id such as Qwen/Qwen3-0.6B",
+        )
     return value
 
 
@@ -255,9 +270,7 @@ _read_yaml = read_yaml
 def load_defaults() -> dict[str, Any]:
     defaults = _read_yaml(params_dir() / "defaults.yaml")
     if set(defaults) != set(SCHEMA):
-        raise ConfigError(
-            f"params/defaults.yaml and the schema disagree: {sorted(set(defaults) ^ set(SCHEMA))}"
-        )
+        raise ConfigError(f"params/defaults.yaml and the schema disagree: {sorted(set(defaults) ^ set(SCHEMA))}")
     return defaults
 
 
@@ -265,14 +278,15 @@ def validate(values: Mapping[str, Any], *, source: str = "parameters") -> dict[s
     """Check every key and value; return a validated copy. Unknown keys are errors."""
     unknown = sorted(set(values) - set(SCHEMA))
     if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {unknown} in {source}; allowed keys: {', '.join(sorted(SCHEMA))}"
-        )
+        raise ConfigError(f"unknown config key(s) {unknown} in {source}; allowed keys: {', '.join(sorted(SCHEMA))}")
     return {key: SCHEMA[key](key, value) for key, value in values.items()}
 
 
-def resolve_config(*, file: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None,
-                   ) -> dict[str, Any]:
+def resolve_config(
+    *,
+    file: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """defaults <- run file <- overrides, validated. Nothing is loaded before this passes."""
     config = load_defaults()
     if file:
@@ -311,8 +325,22 @@ def train_hash(config: Mapping[str, Any]) -> str:
 # notebooks/train.ipynb's parameters cell sets every run key; notebooks/evaluate.ipynb's only the
 # keys an evaluation reads (evaluate.run_evaluation), besides run_dir, the model it evaluates.
 TRAIN_NOTEBOOK_KEYS = tuple(SCHEMA)
-EVAL_NOTEBOOK_KEYS = ("base_model", "dtype", "device", "protocol", "data_source", "eval_tasks", "n_eval",
-                      "max_new_tokens", "eval_batch_size", "n_latency", "latency_repeats", "out_dir", "force", "fault")
+EVAL_NOTEBOOK_KEYS = (
+    "base_model",
+    "dtype",
+    "device",
+    "protocol",
+    "data_source",
+    "eval_tasks",
+    "n_eval",
+    "max_new_tokens",
+    "eval_batch_size",
+    "n_latency",
+    "latency_repeats",
+    "out_dir",
+    "force",
+    "fault",
+)
 
 
 def notebook_parameters(namespace: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -322,10 +350,12 @@ def notebook_parameters(namespace: Mapping[str, Any], keys: tuple[str, ...]) -> 
     run key the notebook does not use (papermill only warns about parameters its cell lacks)."""
     missing = [key for key in keys if key not in namespace]
     if missing:
-        raise ConfigError(f"the notebook's parameters cell does not set {', '.join(missing)}; "
-                          f"its parameters are {', '.join(keys)}")
+        raise ConfigError(
+            f"the notebook's parameters cell does not set {', '.join(missing)}; its parameters are {', '.join(keys)}"
+        )
     unused = [key for key in SCHEMA if key in namespace and key not in keys]
     if unused:
-        raise ConfigError(f"this notebook does not use the run key(s) {', '.join(unused)}; "
-                          f"its parameters are {', '.join(keys)}")
+        raise ConfigError(
+            f"this notebook does not use the run key(s) {', '.join(unused)}; its parameters are {', '.join(keys)}"
+        )
     return {key: namespace[key] for key in keys}

@@ -17,8 +17,9 @@ import functools
 import json
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import PeftlabError
 
@@ -72,16 +73,19 @@ def arc_reference(record: dict, where: str, row: int) -> dict:
     labels = labels if fifth else labels[:4]
     if answer not in labels:
         raise _bad(where, row, "answer", f"{answer!r} is not among the labels {', '.join(labels)}")
-    return {"id": _text(record, "title", where, row), "question": question, "labels": list(labels),
-            "answer": answer}
+    return {"id": _text(record, "title", where, row), "question": question, "labels": list(labels), "answer": answer}
 
 
 def arc_hf(record: dict, where: str, row: int) -> dict:
     stem = _text(record, "question", where, row)
     choices = record.get("choices")
-    if not isinstance(choices, dict) or not isinstance(choices.get("label"), list) \
-            or not isinstance(choices.get("text"), list) or len(choices["label"]) != len(choices["text"]) \
-            or not choices["label"]:
+    if (
+        not isinstance(choices, dict)
+        or not isinstance(choices.get("label"), list)
+        or not isinstance(choices.get("text"), list)
+        or len(choices["label"]) != len(choices["text"])
+        or not choices["label"]
+    ):
         raise _bad(where, row, "choices", "expected {'text': [...], 'label': [...]} of equal, non-zero length")
     labels = [str(label) for label in choices["label"]]
     answer = _text(record, "answerKey", where, row).strip()
@@ -89,8 +93,7 @@ def arc_hf(record: dict, where: str, row: int) -> dict:
         raise _bad(where, row, "answerKey", f"{answer!r} is not among the labels {', '.join(labels)}")
     # The reference study's layout: the stem with "A. text B. text ..." appended.
     options = " ".join(f"{label}. {text}" for label, text in zip(labels, choices["text"]))
-    return {"id": _text(record, "id", where, row), "question": f"{stem} {options}", "labels": labels,
-            "answer": answer}
+    return {"id": _text(record, "id", where, row), "question": f"{stem} {options}", "labels": labels, "answer": answer}
 
 
 def _number_or_text(value: Any, where: str, row: int, field: str) -> float | str:
@@ -106,13 +109,19 @@ def _number_or_text(value: Any, where: str, row: int, field: str) -> float | str
 
 
 def openmath_reference(record: dict, where: str, row: int) -> dict:
-    return {"id": f"openmath-{row}", "question": _text(record, "question", where, row),
-            "answer": _number_or_text(record.get("answer"), where, row, "answer")}
+    return {
+        "id": f"openmath-{row}",
+        "question": _text(record, "question", where, row),
+        "answer": _number_or_text(record.get("answer"), where, row, "answer"),
+    }
 
 
 def openmath_hf(record: dict, where: str, row: int) -> dict:
-    return {"id": f"openmath-{row}", "question": _text(record, "problem", where, row),
-            "answer": _number_or_text(record.get("expected_answer"), where, row, "expected_answer")}
+    return {
+        "id": f"openmath-{row}",
+        "question": _text(record, "problem", where, row),
+        "answer": _number_or_text(record.get("expected_answer"), where, row, "expected_answer"),
+    }
 
 
 def _check_spans(answers: list[str], context: str, where: str, row: int, field: str) -> None:
@@ -126,8 +135,12 @@ def squad_reference(record: dict, where: str, row: int) -> dict:
     answer = _text(record, "answer", where, row, allow_empty=True)
     answers = [answer] if answer.strip() else []
     _check_spans(answers, context, where, row, "answer")
-    return {"id": f"squad-{row}", "question": _text(record, "question", where, row), "context": context,
-            "answers": answers}
+    return {
+        "id": f"squad-{row}",
+        "question": _text(record, "question", where, row),
+        "context": context,
+        "answers": answers,
+    }
 
 
 def squad_hf(record: dict, where: str, row: int) -> dict:
@@ -138,8 +151,12 @@ def squad_hf(record: dict, where: str, row: int) -> dict:
     texts = [str(t) for t in answers["text"]]
     _check_spans(texts, context, where, row, "answers")
     unique = list(dict.fromkeys(texts))  # several annotators often give the same span
-    return {"id": _text(record, "id", where, row), "question": _text(record, "question", where, row),
-            "context": context, "answers": unique}
+    return {
+        "id": _text(record, "id", where, row),
+        "question": _text(record, "question", where, row),
+        "context": context,
+        "answers": unique,
+    }
 
 
 def _validate_records(task: str, schema: str, records: Iterable[dict], where: str, offset: int = 0) -> list[dict]:
@@ -164,19 +181,24 @@ def check_json_lines(path: Path) -> None:
             return
         except json.JSONDecodeError as whole:
             if text.lstrip().startswith("["):  # one JSON document: its own position is the useful one
-                raise DataError(f"data file {path}, line {whole.lineno}, column {whole.colno}: "
-                                f"not valid JSON ({whole.msg})") from None
+                raise DataError(
+                    f"data file {path}, line {whole.lineno}, column {whole.colno}: not valid JSON ({whole.msg})"
+                ) from None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"data file {path}, line {number}, column {exc.colno}: not valid JSON ({exc.msg}); "
-                            f"each line must hold one JSON record: {_excerpt(line)}") from None
+            raise DataError(
+                f"data file {path}, line {number}, column {exc.colno}: not valid JSON ({exc.msg}); "
+                f"each line must hold one JSON record: {_excerpt(line)}"
+            ) from None
         if not isinstance(record, dict):
-            raise DataError(f"data file {path}, line {number}: expected a JSON object (one record), "
-                            f"got {type(record).__name__}: {_excerpt(line)}")
+            raise DataError(
+                f"data file {path}, line {number}: expected a JSON object (one record), "
+                f"got {type(record).__name__}: {_excerpt(line)}"
+            )
 
 
 def _excerpt(line: str, width: int = 60) -> str:
@@ -247,8 +269,10 @@ SPLIT_KEYS = {"train": "n_train", "test": "n_eval"}  # the config key that sizes
 
 
 def _too_many(key: str, n: int, available: int, task: str, split: str, source: str, where: str) -> str:
-    return (f"config key '{key}': {n} is more than the {available:,} rows of the {task} {split} split "
-            f"(data_source {source!r}: {where}); allowed: an integer from 1 to {available}, or all")
+    return (
+        f"config key '{key}': {n} is more than the {available:,} rows of the {task} {split} split "
+        f"(data_source {source!r}: {where}); allowed: an integer from 1 to {available}, or all"
+    )
 
 
 def available_rows(*, task: str, split: str, source: str) -> tuple[int, str] | None:

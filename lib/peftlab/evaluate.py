@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -43,20 +43,40 @@ LATENCY_SEED = 0  # every model is timed on the same items
 def model_identity(*, base_model: str, run_dir: str | None) -> dict:
     """What is evaluated: the untuned base, or the merged model of a finished training run."""
     if not run_dir:
-        return {"label": f"{base_model} (untuned)", "base_model": base_model, "trained": False, "run": None,
-                "method": "base", "rank": None, "train_task": None, "seed": None, "train_hash": None,
-                "model_path": base_model}
+        return {
+            "label": f"{base_model} (untuned)",
+            "base_model": base_model,
+            "trained": False,
+            "run": None,
+            "method": "base",
+            "rank": None,
+            "train_task": None,
+            "seed": None,
+            "train_hash": None,
+            "model_path": base_model,
+        }
     run_path = resolve_path(run_dir)
     try:
         train = read_record(run_path / "train.json")
     except ResultError as exc:
-        raise ConfigError(f"run_dir {run_dir!r} has no usable training record: {exc}; run notebooks/train.ipynb "
-                          "with out_dir set to it first, or set run_dir to '' to evaluate the untuned base_model") from exc
+        raise ConfigError(
+            f"run_dir {run_dir!r} has no usable training record: {exc}; run notebooks/train.ipynb "
+            "with out_dir set to it first, or set run_dir to '' to evaluate the untuned base_model"
+        ) from exc
     cfg = train["config"]
-    return {"label": run_path.name, "base_model": cfg["base_model"], "trained": True, "run": run_path.name,
-            "method": cfg["method"], "rank": None if cfg["method"] == "full" else cfg["rank"],
-            "train_task": cfg["train_task"], "seed": cfg["seed"], "train_hash": train["config_hash"],
-            "train_status": train["status"], "model_path": str(run_path / "model")}
+    return {
+        "label": run_path.name,
+        "base_model": cfg["base_model"],
+        "trained": True,
+        "run": run_path.name,
+        "method": cfg["method"],
+        "rank": None if cfg["method"] == "full" else cfg["rank"],
+        "train_task": cfg["train_task"],
+        "seed": cfg["seed"],
+        "train_hash": train["config_hash"],
+        "train_status": train["status"],
+        "model_path": str(run_path / "model"),
+    }
 
 
 def latency_subset(n_items: int, n_latency: int) -> list[int]:
@@ -84,30 +104,55 @@ def _latency_summary(pass_seconds: list[np.ndarray], tokens: np.ndarray, max_new
     """Batch-1 latency figures from the per-item means over the passes (`pass_seconds[k][i]`:
     item i's seconds in pass k), plus the passes' own means and their relative spread."""
     if not pass_seconds or not tokens.size:
-        return {"n": 0, "passes": 0, "pass_means_s": [], "timing_noise_rel": None,
-                "s_per_token_fit": None, "overhead_s_fit": None}
+        return {
+            "n": 0,
+            "passes": 0,
+            "pass_means_s": [],
+            "timing_noise_rel": None,
+            "s_per_token_fit": None,
+            "overhead_s_fit": None,
+        }
     seconds = np.mean(pass_seconds, axis=0)
     pass_means = [float(np.mean(p)) for p in pass_seconds]
     mean = float(seconds.mean())
     noise = (max(pass_means) - min(pass_means)) / mean if len(pass_means) > 1 and mean > 0 else None
     slope, overhead = latency_fit(seconds, tokens)
-    return {"n": int(seconds.size), "batch_size": 1, "mean_s": mean,
-            "median_s": float(np.median(seconds)), "p90_s": float(np.percentile(seconds, 90)),
-            "tokens_mean": float(tokens.mean()), "tokens_median": float(np.median(tokens)),
-            "s_per_token": float(seconds.sum() / max(tokens.sum(), 1)),
-            "hit_max_new_tokens": float(np.mean(tokens >= max_new_tokens)),
-            "passes": len(pass_seconds), "pass_means_s": pass_means, "timing_noise_rel": noise,
-            "s_per_token_fit": slope, "overhead_s_fit": overhead}
+    return {
+        "n": int(seconds.size),
+        "batch_size": 1,
+        "mean_s": mean,
+        "median_s": float(np.median(seconds)),
+        "p90_s": float(np.percentile(seconds, 90)),
+        "tokens_mean": float(tokens.mean()),
+        "tokens_median": float(np.median(tokens)),
+        "s_per_token": float(seconds.sum() / max(tokens.sum(), 1)),
+        "hit_max_new_tokens": float(np.mean(tokens >= max_new_tokens)),
+        "passes": len(pass_seconds),
+        "pass_means_s": pass_means,
+        "timing_noise_rel": noise,
+        "s_per_token_fit": slope,
+        "overhead_s_fit": overhead,
+    }
 
 
-def time_passes(model, tokenizer, prompts: list[str], *, max_new_tokens: int, repeats: int,
-                desc: str = "latency") -> list[list[dict]]:
+def time_passes(
+    model, tokenizer, prompts: list[str], *, max_new_tokens: int, repeats: int, desc: str = "latency"
+) -> list[list[dict]]:
     """`repeats` timing passes over `prompts` (batch 1): pass 1 over every prompt after one
     warm-up call, then pass 2 over every prompt, and so on."""
     if not prompts:
         return []
-    return [time_single(model, tokenizer, prompts, max_new_tokens=max_new_tokens, warm_up=k == 0,
-                        desc=f"{desc}, pass {k + 1}/{repeats}") for k in range(repeats)]
+    return [
+        time_single(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            warm_up=k == 0,
+            desc=f"{desc}, pass {k + 1}/{repeats}",
+        )
+        for k in range(repeats)
+    ]
 
 
 def _gold_text(value):
@@ -122,8 +167,13 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
     out_dir = Path(config["out_dir"])
     identity = model_identity(base_model=config["base_model"], run_dir=run_dir)
     tasks = config["eval_tasks"]
-    hashes = {t: config_hash({**config, "task": t, "model": identity.get("train_hash") or identity["base_model"]},
-                             EVAL_IDENTITY_KEYS + ("task", "model")) for t in tasks}
+    hashes = {
+        t: config_hash(
+            {**config, "task": t, "model": identity.get("train_hash") or identity["base_model"]},
+            EVAL_IDENTITY_KEYS + ("task", "model"),
+        )
+        for t in tasks
+    }
     records, todo = {}, []
     for task in tasks:
         done = reusable_record(out_dir / f"eval-{task}.json", hashes[task], config["force"], "evaluation")
@@ -136,26 +186,34 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
         return records
     if identity.get("train_status") == "failed":
         for task in todo:
-            records[task] = _failed(config, identity, task, hashes[task],
-                                    RuntimeError(f"training run {identity['run']} failed; nothing to evaluate"),
-                                    "upstream", out_dir)
+            records[task] = _failed(
+                config,
+                identity,
+                task,
+                hashes[task],
+                RuntimeError(f"training run {identity['run']} failed; nothing to evaluate"),
+                "upstream",
+                out_dir,
+            )
         return records
 
     # Every task's data is read and validated before the model is loaded.
-    rows = {task: load_rows(task=task, split="test", source=config["data_source"], n=config["n_eval"])
-            for task in todo}
+    rows = {task: load_rows(task=task, split="test", source=config["data_source"], n=config["n_eval"]) for task in todo}
     started = time.perf_counter()
-    model, tokenizer, info = load_model(base_model=identity["model_path"], dtype=config["dtype"],
-                                        device=config["device"])
+    model, tokenizer, info = load_model(
+        base_model=identity["model_path"], dtype=config["dtype"], device=config["device"]
+    )
     load_s = time.perf_counter() - started
     errors = []
     for task in todo:
         try:
-            records[task] = _evaluate_task(model, tokenizer, info, config, identity, task, rows[task],
-                                           hashes[task], out_dir, load_s)
+            records[task] = _evaluate_task(
+                model, tokenizer, info, config, identity, task, rows[task], hashes[task], out_dir, load_s
+            )
         except Exception as error:  # recorded; the other tasks still run
-            records[task] = _failed(config, identity, task, hashes[task], error, "evaluate", out_dir,
-                                    device=info.device)
+            records[task] = _failed(
+                config, identity, task, hashes[task], error, "evaluate", out_dir, device=info.device
+            )
             errors.append(error)
     if errors:
         raise errors[0]
@@ -165,10 +223,17 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
 def _failed(config, identity, task, chash, error, phase, out_dir, device: str | None = None) -> dict:
     from .train import is_out_of_memory
 
-    record = {"kind": "eval", "status": "failed", "task": task, "model": identity, "protocol": config["protocol"],
-              "config": config, "config_hash": chash,
-              "error": {**failure(error, phase), "traceback": traceback.format_exc(limit=20)},
-              "meta": run_metadata(device)}
+    record = {
+        "kind": "eval",
+        "status": "failed",
+        "task": task,
+        "model": identity,
+        "protocol": config["protocol"],
+        "config": config,
+        "config_hash": chash,
+        "error": {**failure(error, phase), "traceback": traceback.format_exc(limit=20)},
+        "meta": run_metadata(device),
+    }
     if is_out_of_memory(error):
         record["error"]["memory_so_far"] = PhaseMemory(device or "cpu").snapshot()
     write_json(out_dir / f"eval-{task}.json", record)
@@ -186,25 +251,42 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     batch_size = config["eval_batch_size"]
     with PhaseMemory(model.device, label=f"batched scoring peak (batch {batch_size})") as memory_batched:
         started = time.perf_counter()
-        generated = generate_batched(model, tokenizer, prompts, max_new_tokens=config["max_new_tokens"],
-                                     batch_size=batch_size, desc=f"{task} (batch {batch_size})")
+        generated = generate_batched(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=config["max_new_tokens"],
+            batch_size=batch_size,
+            desc=f"{task} (batch {batch_size})",
+        )
         batched_s = time.perf_counter() - started
     subset = latency_subset(len(rows), config["n_latency"])
     repeats = config.get("latency_repeats", 1)
     serving_label = "batch-1 serving peak" + ("" if subset else " (no item timed: the loaded model only)")
     with PhaseMemory(model.device, label=serving_label) as memory:
-        passes = time_passes(model, tokenizer, [prompts[i] for i in subset], max_new_tokens=config["max_new_tokens"],
-                             repeats=repeats, desc=f"{task} latency (batch 1)")
+        passes = time_passes(
+            model,
+            tokenizer,
+            [prompts[i] for i in subset],
+            max_new_tokens=config["max_new_tokens"],
+            repeats=repeats,
+            desc=f"{task} latency (batch 1)",
+        )
 
     replies = [g["reply"] for g in generated]
     scored = scoring.score_items(task, replies, golds)
-    items = pd.DataFrame({
-        "id": [row["id"] for row in rows], "task": task, "prompt": prompts, "reply": replies,
-        "gold": [_gold_text(g) for g in golds],
-        "tokens_generated": [g["tokens_generated"] for g in generated],
-        "seconds": [g["seconds"] for g in generated],
-        "hit_max_new_tokens": [g["tokens_generated"] >= config["max_new_tokens"] for g in generated],
-    })
+    items = pd.DataFrame(
+        {
+            "id": [row["id"] for row in rows],
+            "task": task,
+            "prompt": prompts,
+            "reply": replies,
+            "gold": [_gold_text(g) for g in golds],
+            "tokens_generated": [g["tokens_generated"] for g in generated],
+            "seconds": [g["seconds"] for g in generated],
+            "hit_max_new_tokens": [g["tokens_generated"] >= config["max_new_tokens"] for g in generated],
+        }
+    )
     scored = scored.reset_index(drop=True)
     items = pd.concat([items, scored[[c for c in scored.columns if c not in items.columns]]], axis=1)
     pass_seconds = [np.array([t["seconds"] for t in timed]) for timed in passes]
@@ -225,16 +307,25 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     metrics = scoring.summarize(task, items)
     write_parquet(out_dir / f"items-{task}.parquet", items)
     record = {
-        "kind": "eval", "status": "ok", "task": task, "model": {**info.to_dict(), **identity},
+        "kind": "eval",
+        "status": "ok",
+        "task": task,
+        "model": {**info.to_dict(), **identity},
         "protocol": config["protocol"],
-        "config": config, "config_hash": chash, "n_items": len(items),
+        "config": config,
+        "config_hash": chash,
+        "n_items": len(items),
         "metrics": metrics,
         "parse_rate": metrics["corrected"]["parse_rate"],
         "latency": latency,
-        "throughput": {"batch_size": config["eval_batch_size"], "items": len(items), "wall_s": batched_s,
-                       "items_per_s": len(items) / batched_s if batched_s else None,
-                       "tokens_generated_mean": float(items["tokens_generated"].mean()),
-                       "hit_max_new_tokens": float(items["hit_max_new_tokens"].mean())},
+        "throughput": {
+            "batch_size": config["eval_batch_size"],
+            "items": len(items),
+            "wall_s": batched_s,
+            "items_per_s": len(items) / batched_s if batched_s else None,
+            "tokens_generated_mean": float(items["tokens_generated"].mean()),
+            "hit_max_new_tokens": float(items["hit_max_new_tokens"].mean()),
+        },
         "memory": memory.result(),
         "memory_batched": memory_batched.result(),
         "timings": {"load_s": load_s, "generate_s": batched_s},

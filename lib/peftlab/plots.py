@@ -38,7 +38,7 @@ def _ok(evals: pd.DataFrame) -> pd.DataFrame:
 # --- report figures on configurations (one row per configuration and task, seeds averaged) ---
 
 METHOD_COLOURS = {**{method.label: method.colour for method in METHODS.values()}, "—": "#7f7f7f"}
-BLOCK_MARKERS = dict(zip(BLOCK_ORDER, "os^vP*XD"[:len(BLOCK_ORDER) - 1] + "D"))
+BLOCK_MARKERS = dict(zip(BLOCK_ORDER, "os^vP*XD"[: len(BLOCK_ORDER) - 1] + "D"))
 
 
 def _method_name(method: str) -> str:
@@ -61,8 +61,13 @@ def pareto_numbers(configs: pd.DataFrame) -> dict[str, int]:
     return {c: i + 1 for i, c in enumerate(dict.fromkeys(configs["config"]))} if len(configs) else {}
 
 
-def plot_pareto(configs: pd.DataFrame, *, cost: str = "latency_mean_s",
-                cost_label: str = "batch-1 latency per reply (s)", numbers: dict[str, int] | None = None):
+def plot_pareto(
+    configs: pd.DataFrame,
+    *,
+    cost: str = "latency_mean_s",
+    cost_label: str = "batch-1 latency per reply (s)",
+    numbers: dict[str, int] | None = None,
+):
     """Efficacy against a cost per task, one numbered point per configuration (the frame of
     ``comparisons.configurations``). Colour: method; marker: training block; ringed and joined
     by a dashed line: the Pareto front of the two axes. Numbers are placed clear of each other
@@ -85,10 +90,27 @@ def plot_pareto(configs: pd.DataFrame, *, cost: str = "latency_mean_s",
         ax.plot(front[cost], front["score"], color="black", lw=0.8, ls="--", zorder=1, drawstyle="steps-post")
         ax.scatter(front[cost], front["score"], s=190, facecolors="none", edgecolors="black", lw=0.9, zorder=2)
         for _, row in sub.iterrows():
-            ax.scatter(row[cost], row["score"], s=55, color=METHOD_COLOURS.get(row["method"], "#444"),
-                       marker=BLOCK_MARKERS.get(row["block"], "o"), edgecolors="white", lw=0.5, zorder=3)
-        texts = [ax.text(row[cost], row["score"], str(numbers.get(row["config"], "?")), fontsize=8, zorder=4,
-                         fontweight="bold" if row["pareto"] else "normal") for _, row in sub.iterrows()]
+            ax.scatter(
+                row[cost],
+                row["score"],
+                s=55,
+                color=METHOD_COLOURS.get(row["method"], "#444"),
+                marker=BLOCK_MARKERS.get(row["block"], "o"),
+                edgecolors="white",
+                lw=0.5,
+                zorder=3,
+            )
+        texts = [
+            ax.text(
+                row[cost],
+                row["score"],
+                str(numbers.get(row["config"], "?")),
+                fontsize=8,
+                zorder=4,
+                fontweight="bold" if row["pareto"] else "normal",
+            )
+            for _, row in sub.iterrows()
+        ]
         ax.set_title(TASK_LABELS.get(task, task), fontsize=11)
         ax.set_xlabel(f"{cost_label}  ← better", fontsize=9)
         ax.set_ylabel(f"{score_label(configs, task)}  better →", fontsize=9)
@@ -97,20 +119,44 @@ def plot_pareto(configs: pd.DataFrame, *, cost: str = "latency_mean_s",
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.tick_params(labelsize=8)
         if texts:
-            adjust_text(texts, ax=ax, x=list(sub[cost]), y=list(sub["score"]), expand=(1.6, 1.9),
-                        force_text=(0.6, 0.9), force_explode=(0.3, 0.6), explode_radius=30, time_lim=3,
-                        arrowprops=dict(arrowstyle="-", color="#888", lw=0.5))
+            adjust_text(
+                texts,
+                ax=ax,
+                x=list(sub[cost]),
+                y=list(sub["score"]),
+                expand=(1.6, 1.9),
+                force_text=(0.6, 0.9),
+                force_explode=(0.3, 0.6),
+                explode_radius=30,
+                time_lim=3,
+                arrowprops=dict(arrowstyle="-", color="#888", lw=0.5),
+            )
     if not tasks:
         axes[0][0].text(0.5, 0.5, "no configuration has both efficacy and this cost", ha="center", va="center")
         axes[0][0].axis("off")
     present = frame.drop_duplicates("config") if len(frame) else frame
-    handles = [Line2D([], [], ls="", marker="o", color=METHOD_COLOURS.get(m, "#444"), label=_method_name(m))
-               for m in METHOD_COLOURS if len(present) and m in set(present["method"])]
-    handles += [Line2D([], [], ls="", marker=BLOCK_MARKERS[b], color="#555", mfc="white", label="untuned base" if b == "Base models"
-        else b.replace("Trained", "trained")) for b in BLOCK_MARKERS if len(present) and b in set(present["block"])]
+    handles = [
+        Line2D([], [], ls="", marker="o", color=METHOD_COLOURS.get(m, "#444"), label=_method_name(m))
+        for m in METHOD_COLOURS
+        if len(present) and m in set(present["method"])
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=BLOCK_MARKERS[b],
+            color="#555",
+            mfc="white",
+            label="untuned base" if b == "Base models" else b.replace("Trained", "trained"),
+        )
+        for b in BLOCK_MARKERS
+        if len(present) and b in set(present["block"])
+    ]
     handles.append(Line2D([], [], ls="--", marker="o", ms=11, mfc="none", color="black", label="Pareto front"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8.5,
-               bbox_to_anchor=(0.5, 0.0))
+    fig.legend(
+        handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8.5, bbox_to_anchor=(0.5, 0.0)
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
@@ -151,14 +197,16 @@ def plot_transfer(configs: pd.DataFrame, *, labels: dict[str, str] | None = None
     rel = matrix.pivot_table(index="config", columns="task", values="relative", aggfunc="first", dropna=False)
     rel = rel.reindex(index=rows, columns=tasks) * 100
     change = matrix.pivot_table(index="config", columns="task", values="change", aggfunc="first").reindex(
-        index=rows, columns=tasks)
+        index=rows, columns=tasks
+    )
     finite = np.abs(rel.to_numpy(dtype=float))
     finite = finite[np.isfinite(finite)]
     limit = max(10.0, float(np.quantile(finite, 0.95))) if finite.size else 100.0
     fig, ax = plt.subplots(figsize=(2.2 * len(tasks) + 3.8, 0.27 * len(rows) + 1.5))
     cmap = plt.get_cmap("RdBu").with_extremes(bad="#e0e0e0")
-    image = ax.imshow(np.ma.masked_invalid(rel.to_numpy(dtype=float)), cmap=cmap, vmin=-limit, vmax=limit,
-                      aspect="auto")
+    image = ax.imshow(
+        np.ma.masked_invalid(rel.to_numpy(dtype=float)), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto"
+    )
     train_task = matrix.drop_duplicates("config").set_index("config")["train_task"]
     for i, config in enumerate(rows):
         for j, task in enumerate(tasks):
@@ -169,12 +217,12 @@ def plot_transfer(configs: pd.DataFrame, *, labels: dict[str, str] | None = None
             digits = MEASURES[metric.iloc[0]].digits if len(metric) and metric.iloc[0] in MEASURES else 2
             r = rel.loc[config, task]
             dark = pd.notna(r) and abs(r) > 0.6 * limit
-            ax.text(j, i, f"{value:+.{digits}f}", ha="center", va="center", fontsize=7.5,
-                    color="white" if dark else "black")
+            ax.text(
+                j, i, f"{value:+.{digits}f}", ha="center", va="center", fontsize=7.5, color="white" if dark else "black"
+            )
             if train_task.get(config) == task:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.4, ec="black"))
-    ax.set_xticks(range(len(tasks)), [f"{TASK_LABELS.get(t, t)}\n{score_label(configs, t)}" for t in tasks],
-                  fontsize=8)
+    ax.set_xticks(range(len(tasks)), [f"{TASK_LABELS.get(t, t)}\n{score_label(configs, t)}" for t in tasks], fontsize=8)
     ax.set_yticks(range(len(rows)), [labels.get(c, c) for c in rows], fontsize=8)
     ax.tick_params(top=False, bottom=True, labeltop=False, labelbottom=True)
     ax.set_xlabel("evaluation task (cell text: change in the task's own unit)", fontsize=9)
@@ -197,11 +245,23 @@ def plot_rank(evals: pd.DataFrame):
     for ax, task in zip(axes[0], tasks):
         sub = frame[frame["task"] == task]
         seeds = sub.groupby("config")["model"].nunique().max()
-        sns.lineplot(data=sub, x="rank", y="efficacy", hue="method", style="train_task", marker="o", ax=ax,
-                     errorbar="sd" if seeds > 1 else None, err_style="bars")
-        ax.set(xscale="log", title=TASK_LABELS.get(task, task) + (f" (mean ± sd, up to {seeds} seeds)" if seeds > 1
-                                                                   else ""),
-               xlabel="adapter rank r (log scale)", ylabel=EFFICACY_LABEL[task])
+        sns.lineplot(
+            data=sub,
+            x="rank",
+            y="efficacy",
+            hue="method",
+            style="train_task",
+            marker="o",
+            ax=ax,
+            errorbar="sd" if seeds > 1 else None,
+            err_style="bars",
+        )
+        ax.set(
+            xscale="log",
+            title=TASK_LABELS.get(task, task) + (f" (mean ± sd, up to {seeds} seeds)" if seeds > 1 else ""),
+            xlabel="adapter rank r (log scale)",
+            ylabel=EFFICACY_LABEL[task],
+        )
     _one_legend(fig, axes[0], {"method": "method", "train_task": "trained on"})
     return fig
 
@@ -219,8 +279,15 @@ def _one_legend(fig, axes, titles: dict[str, str]):
             ax.get_legend().remove()
     labels = [titles.get(lab, TASK_LABELS.get(lab, lab)) for lab in labels]
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 9), frameon=False, fontsize=8,
-                   bbox_to_anchor=(0.5, 0.0))
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(len(handles), 9),
+            frameon=False,
+            fontsize=8,
+            bbox_to_anchor=(0.5, 0.0),
+        )
     fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 1))
 
 
@@ -243,8 +310,10 @@ def plot_latency_split(evals: pd.DataFrame):
 def plot_parse_rates(evals: pd.DataFrame):
     """Share of replies with a parsable \\boxed{} answer, per model and task."""
     frame = _ok(evals)
-    frame = frame.assign(task=frame["task"].map(lambda t: TASK_LABELS.get(t, t)),
-                         parse_pct=100 * pd.to_numeric(frame["parse_rate"], errors="coerce"))
+    frame = frame.assign(
+        task=frame["task"].map(lambda t: TASK_LABELS.get(t, t)),
+        parse_pct=100 * pd.to_numeric(frame["parse_rate"], errors="coerce"),
+    )
     fig, ax = plt.subplots(figsize=(8, 0.32 * frame["model"].nunique() + 1.6))
     sns.barplot(data=frame, y="model", x="parse_pct", hue="task", ax=ax)
     ax.set(xlim=(0, 100), title="replies with an answer in \\boxed{}", xlabel="parsed replies (%)", ylabel="")

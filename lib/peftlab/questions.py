@@ -31,49 +31,81 @@ QUESTIONS = (
     ("Q1", "Which method has the best in-domain efficacy–efficiency balance?", "full FT"),
     ("Q2", "Do adapters approach or beat full FT, and the larger base?", "no, neither"),
     ("Q3", "Does rank change the efficacy–latency–memory trade-off?", "not materially (≤ 1–2 %)"),
-    ("Q4", "Which method transfers best / forgets least across tasks?",
-     "adapters drift less; full FT swings both ways"),
+    (
+        "Q4",
+        "Which method transfers best / forgets least across tasks?",
+        "adapters drift less; full FT swings both ways",
+    ),
     ("Q5", "Which configurations minimise inference cost?", "full FT on the small base"),
-    ("Q6", "Under a training-memory cap, best accuracy per GB?",
-     "VeRA at the hardest cap, then LoRA/DoRA, then full FT"),
-    ("Q7", "If memory forces adapters, is fine-tuning still worth it?",
-     "for math/MCQ yes (latency), for extractive QA no"),
+    (
+        "Q6",
+        "Under a training-memory cap, best accuracy per GB?",
+        "VeRA at the hardest cap, then LoRA/DoRA, then full FT",
+    ),
+    (
+        "Q7",
+        "If memory forces adapters, is fine-tuning still worth it?",
+        "for math/MCQ yes (latency), for extractive QA no",
+    ),
     ("Q8", "With ample memory, does full FT dominate?", "yes"),
-    ("Q9", "Which configurations are Pareto-optimal over efficacy, latency, memory?",
-     "1.7B base (quality), 0.6B full FT (serve), a SQuAD adapter (latency)"),
+    (
+        "Q9",
+        "Which configurations are Pareto-optimal over efficacy, latency, memory?",
+        "1.7B base (quality), 0.6B full FT (serve), a SQuAD adapter (latency)",
+    ),
 )
 STATUSES = ("decisive", "tie", "insufficient data", "not answerable")
-EFFICACY_NOTE = ("efficacy: ARC macro-F1, OpenMath exact-match accuracy, SQuAD v2 F1, each over every item "
-                 "(imported records without per-item scores: accuracy / exact match from their counts)")
+EFFICACY_NOTE = (
+    "efficacy: ARC macro-F1, OpenMath exact-match accuracy, SQuAD v2 F1, each over every item "
+    "(imported records without per-item scores: accuracy / exact match from their counts)"
+)
 HOW = {
-    "Q1": ("In-domain (each trained configuration on its own training task). Balance = mean of the efficacy "
-           "share of the best and the efficiency share (mean of the latency and training-memory shares). The "
-           "top balance is compared with every other configuration of its training task on efficacy and latency; "
-           "the best set is the top and every configuration it does not beat decisively on some measure without "
-           "losing on another."),
-    "Q2": ("Per training task, the adapter with the best in-domain efficacy against full FT of the same base on "
-           "that task, and against the largest untuned base on every evaluation task."),
-    "Q3": ("Per base, training task and method trained at several ranks: each rank against the next lower one, "
-           "in-domain efficacy and latency (comparisons); serving and training memory (point values, equal "
-           "within 5 %)."),
-    "Q4": ("Every trained configuration on each task it was not trained on, against the untuned model of the "
-           "same base. Per method: decisive gains, losses and ties."),
-    "Q5": ("Per task, the fastest configuration (mean batch-1 latency) against every other; the fastest set "
-           "is it and those it does not beat decisively. Lowest serving memory (batch-1 peak) within 5 %. The "
-           "cheapest configurations are in the fastest set of every task and in the lowest-memory set."),
-    "Q6": ("Training-memory caps at the observed quantiles (0, 25, 50, 75, 100 %) of the configurations' "
-           "training peak (allocated on CUDA, RSS on a CPU). Per training task and cap: the best in-domain "
-           "efficacy among the configurations that fit, and the ones it does not beat decisively."),
-    "Q7": ("Per training task: every adapter configuration trained on it against the untuned model of the same "
-           "base on that task (in-domain), on efficacy and latency. Worth it when an adapter is decisively better "
-           "in efficacy, or decisively faster without being decisively worse in efficacy."),
-    "Q8": ("Per training task: full FT against every adapter of the same base. Quality: in-domain efficacy. "
-           "Speed and serving: in-domain latency and serving memory. Full FT dominates when it wins every quality "
-           "comparison and loses no speed or serving comparison."),
-    "Q9": ("Per task: the Pareto front over efficacy, latency and serving memory, on configurations (seeds "
-           "averaged). A configuration off the front is 'dominated' when the most effective configuration that "
-           "dominates it is decisively better on efficacy or latency (or uses more than 5 % less memory), "
-           "otherwise 'possibly non-dominated'."),
+    "Q1": (
+        "In-domain (each trained configuration on its own training task). Balance = mean of the efficacy "
+        "share of the best and the efficiency share (mean of the latency and training-memory shares). The "
+        "top balance is compared with every other configuration of its training task on efficacy and latency; "
+        "the best set is the top and every configuration it does not beat decisively on some measure without "
+        "losing on another."
+    ),
+    "Q2": (
+        "Per training task, the adapter with the best in-domain efficacy against full FT of the same base on "
+        "that task, and against the largest untuned base on every evaluation task."
+    ),
+    "Q3": (
+        "Per base, training task and method trained at several ranks: each rank against the next lower one, "
+        "in-domain efficacy and latency (comparisons); serving and training memory (point values, equal "
+        "within 5 %)."
+    ),
+    "Q4": (
+        "Every trained configuration on each task it was not trained on, against the untuned model of the "
+        "same base. Per method: decisive gains, losses and ties."
+    ),
+    "Q5": (
+        "Per task, the fastest configuration (mean batch-1 latency) against every other; the fastest set "
+        "is it and those it does not beat decisively. Lowest serving memory (batch-1 peak) within 5 %. The "
+        "cheapest configurations are in the fastest set of every task and in the lowest-memory set."
+    ),
+    "Q6": (
+        "Training-memory caps at the observed quantiles (0, 25, 50, 75, 100 %) of the configurations' "
+        "training peak (allocated on CUDA, RSS on a CPU). Per training task and cap: the best in-domain "
+        "efficacy among the configurations that fit, and the ones it does not beat decisively."
+    ),
+    "Q7": (
+        "Per training task: every adapter configuration trained on it against the untuned model of the same "
+        "base on that task (in-domain), on efficacy and latency. Worth it when an adapter is decisively better "
+        "in efficacy, or decisively faster without being decisively worse in efficacy."
+    ),
+    "Q8": (
+        "Per training task: full FT against every adapter of the same base. Quality: in-domain efficacy. "
+        "Speed and serving: in-domain latency and serving memory. Full FT dominates when it wins every quality "
+        "comparison and loses no speed or serving comparison."
+    ),
+    "Q9": (
+        "Per task: the Pareto front over efficacy, latency and serving memory, on configurations (seeds "
+        "averaged). A configuration off the front is 'dominated' when the most effective configuration that "
+        "dominates it is decisively better on efficacy or latency (or uses more than 5 % less memory), "
+        "otherwise 'possibly non-dominated'."
+    ),
 }
 
 
@@ -109,8 +141,10 @@ def describe(c: pd.Series | dict) -> str:
     if c["verdict"] == "insufficient data":
         point = f"{c['diff']:+.{digits}f}{unit}, " if pd.notna(c["diff"]) else ""
         return f"{head}: {point}insufficient data ({c['note']})"
-    text = (f"{head}: {c['diff']:+.{digits}f}{unit} [{_num(c['ci_low'], digits)}, {_num(c['ci_high'], digits)}], "
-            f"n = {int(c['n'])}")
+    text = (
+        f"{head}: {c['diff']:+.{digits}f}{unit} [{_num(c['ci_low'], digits)}, {_num(c['ci_high'], digits)}], "
+        f"n = {int(c['n'])}"
+    )
     if c["verdict"] == "tie":
         text += f", tie: no difference larger than {c['mde']:.{digits}f}{unit} (80 % power)"
         if c.get("note") and "timing noise" in str(c["note"]):
@@ -118,15 +152,28 @@ def describe(c: pd.Series | dict) -> str:
     return text
 
 
-def _answer(qid: str, an: Analysis, answer: str, status: str, agrees: bool | None,
-            comparisons: pd.DataFrame | None = None, figures: pd.DataFrame | None = None) -> dict:
+def _answer(
+    qid: str,
+    an: Analysis,
+    answer: str,
+    status: str,
+    agrees: bool | None,
+    comparisons: pd.DataFrame | None = None,
+    figures: pd.DataFrame | None = None,
+) -> dict:
     question, reference = next((q, r) for i, q, r in QUESTIONS if i == qid)
     assert status in STATUSES
-    return {"id": qid, "question": question, "answer": answer, "status": status,
-            "agrees_with_reference": None if agrees is None else bool(agrees), "reference_answer": reference,
-            "comparisons": comparisons if comparisons is not None else _empty(),
-            "figures": (figures if figures is not None else pd.DataFrame()).reset_index(drop=True),
-            "how": HOW[qid]}
+    return {
+        "id": qid,
+        "question": question,
+        "answer": answer,
+        "status": status,
+        "agrees_with_reference": None if agrees is None else bool(agrees),
+        "reference_answer": reference,
+        "comparisons": comparisons if comparisons is not None else _empty(),
+        "figures": (figures if figures is not None else pd.DataFrame()).reset_index(drop=True),
+        "how": HOW[qid],
+    }
 
 
 def _empty() -> pd.DataFrame:
@@ -182,8 +229,7 @@ def _members(top: str, frame: pd.DataFrame, adjusted: pd.DataFrame, task: str) -
 def _q1(an: Analysis) -> dict:
     dom = an.in_domain()
     if dom.empty:
-        return _answer("Q1", an, "No trained configuration was evaluated on its training task.", "not answerable",
-                       None)
+        return _answer("Q1", an, "No trained configuration was evaluated on its training task.", "not answerable", None)
     comps, parts, tops = [], [], {}
     memory = _memory_column(dom)
     for train_task, group in dom.groupby("train_task", sort=False):
@@ -197,8 +243,10 @@ def _q1(an: Analysis) -> dict:
         top = g.loc[g["balance"].idxmax()]
         tops[train_task] = top
         for other in g[g["config"] != top["config"]]["config"]:
-            comps += [an.compare(top["config"], other, train_task), an.compare(top["config"], other, train_task,
-                                                                                "latency_s")]
+            comps += [
+                an.compare(top["config"], other, train_task),
+                an.compare(top["config"], other, train_task, "latency_s"),
+            ]
         parts.append(g)
     if not tops:
         return _answer("Q1", an, "No in-domain efficacy or latency was measured.", "insufficient data", None)
@@ -222,20 +270,26 @@ def _q1(an: Analysis) -> dict:
         figures.loc[(figures["train_task"] == train_task) & figures["config"].isin(members), "best_set"] = True
         methods = sorted({g.loc[g["config"] == m, "method_key"].iloc[0] for m in members})
         sets[train_task] = methods
-        texts.append(f"trained on {_task(train_task)}: top balance {top['config']} ({top['balance']:.2f}); "
-                     f"not beaten by it: {', '.join(members[1:]) or 'none'}")
+        texts.append(
+            f"trained on {_task(train_task)}: top balance {top['config']} ({top['balance']:.2f}); "
+            f"not beaten by it: {', '.join(members[1:]) or 'none'}"
+        )
     single = all(len(m) == 1 for m in sets.values())
     methods = {m for ms in sets.values() for m in ms}
     if single and len(methods) == 1:
         head = f"{METHOD_LABELS.get(next(iter(methods)))} has the best balance"
     else:
-        head = "No single method: " + "; ".join(f"{_task(t)}: {', '.join(METHOD_LABELS.get(m, m) for m in ms)}"
-                                                 for t, ms in sets.items())
+        head = "No single method: " + "; ".join(
+            f"{_task(t)}: {', '.join(METHOD_LABELS.get(m, m) for m in ms)}" for t, ms in sets.items()
+        )
     status = _status_of(adjusted)
     if status == "decisive" and not single:
         status = "tie"
-    agrees = True if all(ms == ["full"] for ms in sets.values()) else (
-        False if any("full" not in ms for ms in sets.values()) else None)
+    agrees = (
+        True
+        if all(ms == ["full"] for ms in sets.values())
+        else (False if any("full" not in ms for ms in sets.values()) else None)
+    )
     answer = f"{head} ({'; '.join(texts)})."
     columns = ["train_task", "config", "method", "rank", "score", "latency_mean_s", memory, "balance", "best_set"]
     return _answer("Q1", an, answer, status, agrees, adjusted, figures[columns])
@@ -263,8 +317,14 @@ def _q2(an: Analysis) -> dict:
                 if an.row(big, task) is not None and an.row(best["config"], task) is not None:
                     comps.append({**an.compare(best["config"], big, task), "_half": "larger base"})
     if not comps:
-        return _answer("Q2", an, "No adapter configuration next to a full FT run or a larger untuned base."
-                       + (f" ({'; '.join(notes)})" if notes else ""), "not answerable", None)
+        return _answer(
+            "Q2",
+            an,
+            "No adapter configuration next to a full FT run or a larger untuned base."
+            + (f" ({'; '.join(notes)})" if notes else ""),
+            "not answerable",
+            None,
+        )
     halves_of = [c.pop("_half") for c in comps]
     adjusted = an.adjust(comps, "Q2")
     adjusted["against"] = halves_of
@@ -281,8 +341,12 @@ def _q2(an: Analysis) -> dict:
         else:
             verdicts[half] = "undecided"
         texts.append(f"vs {half}: " + "; ".join(describe(c) for _, c in hit.iterrows()))
-    words = {"yes": "an adapter beats", "no": "every adapter falls short of", "undecided": "undecided against",
-             "not run": "nothing to compare with for"}
+    words = {
+        "yes": "an adapter beats",
+        "no": "every adapter falls short of",
+        "undecided": "undecided against",
+        "not run": "nothing to compare with for",
+    }
     head = "; ".join(f"{words[v]} {h}" for h, v in verdicts.items())
     decided = [v for v in verdicts.values() if v != "not run"]
     if all(v == "no" for v in decided) and len(decided) == 2:
@@ -294,8 +358,7 @@ def _q2(an: Analysis) -> dict:
     status = "decisive" if decided and all(v in ("yes", "no") for v in decided) else _status_of(adjusted)
     if status == "decisive" and "undecided" in decided:
         status = "tie"
-    answer = head[0].upper() + head[1:] + ". " + " | ".join(texts) + "." + (
-        f" ({'; '.join(notes)}.)" if notes else "")
+    answer = head[0].upper() + head[1:] + ". " + " | ".join(texts) + "." + (f" ({'; '.join(notes)}.)" if notes else "")
     return _answer("Q2", an, answer, status, agrees, adjusted)
 
 
@@ -308,13 +371,25 @@ def _q3(an: Analysis) -> dict:
     for (_base, train_task, _method), group in dom.groupby(["base", "train_task", "method_key"], sort=False):
         group = group.sort_values("rank")
         for low, high in zip(group.iloc[:-1].itertuples(), group.iloc[1:].itertuples()):
-            comps += [an.compare(high.config, low.config, train_task),
-                      an.compare(high.config, low.config, train_task, "latency_s")]
-            for what, lo, hi in (("serving memory", serving.get(low.config), serving.get(high.config)),
-                                 ("training memory", getattr(low, memory), getattr(high, memory))):
+            comps += [
+                an.compare(high.config, low.config, train_task),
+                an.compare(high.config, low.config, train_task, "latency_s"),
+            ]
+            for what, lo, hi in (
+                ("serving memory", serving.get(low.config), serving.get(high.config)),
+                ("training memory", getattr(low, memory), getattr(high, memory)),
+            ):
                 same = memory_equal(lo, hi)
-                memory_rows.append({"lower": low.config, "higher": high.config, "measure": what, "low_gb": lo,
-                                    "high_gb": hi, "changes": None if same is None else not same})
+                memory_rows.append(
+                    {
+                        "lower": low.config,
+                        "higher": high.config,
+                        "measure": what,
+                        "low_gb": lo,
+                        "high_gb": hi,
+                        "changes": None if same is None else not same,
+                    }
+                )
     if not comps:
         return _answer("Q3", an, "No method was trained at two or more ranks.", "not answerable", None)
     adjusted = an.adjust(comps, "Q3")
@@ -327,11 +402,14 @@ def _q3(an: Analysis) -> dict:
         tested = adjusted[adjusted["verdict"] != "insufficient data"]
         widest = tested.groupby("metric")["mde"].max() if len(tested) else pd.Series(dtype=float)
         bounds = ", ".join(f"{MEASURES[m].label} above {amount(v, m)}" for m, v in widest.items())
-        head = ("Not materially: no rank change is decisive in efficacy or latency"
-                + (f" (changes of {bounds} would have been detected with 80 % power)" if bounds else ""))
+        head = "Not materially: no rank change is decisive in efficacy or latency" + (
+            f" (changes of {bounds} would have been detected with 80 % power)" if bounds else ""
+        )
     if len(mem_changes):
-        head += "; memory changes beyond 5 %: " + ", ".join(f"{r.measure} {r.lower} → {r.higher} ({r.low_gb:.3g} → "
-                                                             f"{r.high_gb:.3g} GB)" for r in mem_changes.itertuples())
+        head += "; memory changes beyond 5 %: " + ", ".join(
+            f"{r.measure} {r.lower} → {r.higher} ({r.low_gb:.3g} → {r.high_gb:.3g} GB)"
+            for r in mem_changes.itertuples()
+        )
     status = _status_of(adjusted)
     agrees = None if status == "insufficient data" else decisive.empty
     return _answer("Q3", an, head + ".", status, agrees, adjusted, memory_frame)
@@ -345,32 +423,52 @@ def _q4(an: Analysis) -> dict:
         if base_cfg is not None and an.row(base_cfg, r.task) is not None:
             comps.append(an.compare(r.config, base_cfg, r.task))
     if not comps:
-        return _answer("Q4", an, "No trained configuration evaluated off its training task next to an untuned "
-                                 "model of the same base.", "not answerable", None)
+        return _answer(
+            "Q4",
+            an,
+            "No trained configuration evaluated off its training task next to an untuned model of the same base.",
+            "not answerable",
+            None,
+        )
     adjusted = an.adjust(comps, "Q4")
     methods = an.cfg.drop_duplicates("config").set_index("config")["method_key"]
     adjusted["method_key"] = adjusted["a"].map(methods)
-    summary = adjusted.groupby("method_key", sort=False).agg(
-        comparisons=("a", "size"), gains=("better", lambda b: int((b == "a").sum())),
-        losses=("better", lambda b: int((b == "b").sum())),
-        insufficient=("verdict", lambda v: int((v == "insufficient data").sum()))).reset_index()
+    summary = (
+        adjusted.groupby("method_key", sort=False)
+        .agg(
+            comparisons=("a", "size"),
+            gains=("better", lambda b: int((b == "a").sum())),
+            losses=("better", lambda b: int((b == "b").sum())),
+            insufficient=("verdict", lambda v: int((v == "insufficient data").sum())),
+        )
+        .reset_index()
+    )
     summary["ties"] = summary["comparisons"] - summary["gains"] - summary["losses"] - summary["insufficient"]
     summary["changed_share"] = (summary["gains"] + summary["losses"]) / summary["comparisons"]
     summary.insert(0, "method", summary["method_key"].map(METHOD_LABELS))
-    parts = [f"{r.method}: {r.gains} gains, {r.losses} losses, {r.ties} ties of {r.comparisons}"
-             + (f" ({r.insufficient} insufficient data)" if r.insufficient else "") for r in summary.itertuples()]
+    parts = [
+        f"{r.method}: {r.gains} gains, {r.losses} losses, {r.ties} ties of {r.comparisons}"
+        + (f" ({r.insufficient} insufficient data)" if r.insufficient else "")
+        for r in summary.itertuples()
+    ]
     full = summary[summary["method_key"] == "full"]
     adapters = summary[summary["method_key"].isin(ADAPTERS)]
     agrees, conclusion = None, ""
     if len(full) and len(adapters):
         less = bool((adapters["changed_share"] < full["changed_share"].iloc[0]).all())
         swings = bool(full["gains"].iloc[0] > 0 and full["losses"].iloc[0] > 0)
-        conclusion = (f"{'every adapter method changes' if less else 'not every adapter method changes'} fewer "
-                      f"off-task scores decisively than full FT; full FT "
-                      f"{'swings both ways' if swings else 'does not swing both ways'}. ")
+        conclusion = (
+            f"{'every adapter method changes' if less else 'not every adapter method changes'} fewer "
+            f"off-task scores decisively than full FT; full FT "
+            f"{'swings both ways' if swings else 'does not swing both ways'}. "
+        )
         agrees = less and swings if _status_of(adjusted) != "insufficient data" else None
-    answer = (conclusion[0].upper() + conclusion[1:] if conclusion else "") + \
-        "Decisive changes against the untuned base, off the training task: " + "; ".join(parts) + "."
+    answer = (
+        (conclusion[0].upper() + conclusion[1:] if conclusion else "")
+        + "Decisive changes against the untuned base, off the training task: "
+        + "; ".join(parts)
+        + "."
+    )
     return _answer("Q4", an, answer, _status_of(adjusted), agrees, adjusted, summary.drop(columns="method_key"))
 
 
@@ -384,8 +482,10 @@ def _q5(an: Analysis) -> dict:
         if top is None:
             continue
         fastest[task] = top["config"]
-        comps += [an.compare(top["config"], other, task, "latency_s")
-                  for other in group[group["config"] != top["config"]]["config"]]
+        comps += [
+            an.compare(top["config"], other, task, "latency_s")
+            for other in group[group["config"] != top["config"]]["config"]
+        ]
     if not fastest:
         return _answer("Q5", an, "No latency was measured.", "not answerable", None)
     adjusted = an.adjust(comps, "Q5")
@@ -402,12 +502,21 @@ def _q5(an: Analysis) -> dict:
     smallest = cfg["base_size"].min()
     meta = cfg.drop_duplicates("config").set_index("config")
     target = {c for c in meta.index if meta.loc[c, "method_key"] == "full" and meta.loc[c, "base_size"] == smallest}
-    texts = [f"{_task(t)}: fastest {fastest[t]}" + (f", not beaten by it: {', '.join(sorted(s - {fastest[t]}))}"
-                                                    if len(s) > 1 else " (decisively)") for t, s in sets.items()]
-    memory_text = (f"lowest serving memory ({least:.3g} GB, within 5 %): {', '.join(sorted(low_memory))}"
-                   if low_memory is not None else "serving memory not measured")
-    head = (f"Cheapest on every task and in memory: {', '.join(sorted(cheapest))}" if cheapest
-            else "No configuration is both the fastest on every task and the lightest")
+    texts = [
+        f"{_task(t)}: fastest {fastest[t]}"
+        + (f", not beaten by it: {', '.join(sorted(s - {fastest[t]}))}" if len(s) > 1 else " (decisively)")
+        for t, s in sets.items()
+    ]
+    memory_text = (
+        f"lowest serving memory ({least:.3g} GB, within 5 %): {', '.join(sorted(low_memory))}"
+        if low_memory is not None
+        else "serving memory not measured"
+    )
+    head = (
+        f"Cheapest on every task and in memory: {', '.join(sorted(cheapest))}"
+        if cheapest
+        else "No configuration is both the fastest on every task and the lightest"
+    )
     answer = f"{head}. {'; '.join(texts)}; {memory_text}."
     status = _status_of(adjusted)
     if status == "decisive" and (len(cheapest) != 1):
@@ -426,14 +535,14 @@ CAP_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 def _q6(an: Analysis) -> dict:
     dom = an.in_domain()
     if dom.empty:
-        return _answer("Q6", an, "No trained configuration was evaluated on its training task.", "not answerable",
-                       None)
+        return _answer("Q6", an, "No trained configuration was evaluated on its training task.", "not answerable", None)
     memory = _memory_column(dom)
     if dom[memory].notna().sum() == 0:
         imported = len(an.records.trains) and an.records.trains["imported"].astype(bool).all()
         why = " (the reference study did not publish it)" if imported else ""
-        return _answer("Q6", an, f"Training memory was not measured{why}, so no cap can be applied.",
-                       "not answerable", None)
+        return _answer(
+            "Q6", an, f"Training memory was not measured{why}, so no cap can be applied.", "not answerable", None
+        )
     values = dom.drop_duplicates("config")[memory].dropna()
     caps = sorted({float(np.quantile(values, q)) for q in CAP_QUANTILES})
     comps, plan = [], []
@@ -448,20 +557,38 @@ def _q6(an: Analysis) -> dict:
     for train_task, cap, fit, top in plan:
         members = _members(top, fit, adjusted, train_task)
         methods = sorted({fit.loc[fit["config"] == m, "method_key"].iloc[0] for m in members})
-        rows.append({"train_task": train_task, "cap_gb": cap, "n_fit": len(fit), "top": top,
-                     "best_set": ", ".join(members), "methods": ", ".join(METHOD_LABELS.get(m, m) for m in methods)})
+        rows.append(
+            {
+                "train_task": train_task,
+                "cap_gb": cap,
+                "n_fit": len(fit),
+                "top": top,
+                "best_set": ", ".join(members),
+                "methods": ", ".join(METHOD_LABELS.get(m, m) for m in methods),
+            }
+        )
         sequences.setdefault(train_task, []).append(methods)
     figures = pd.DataFrame(rows)
-    texts = [f"{_task(t)}: " + " → ".join("/".join(METHOD_LABELS.get(m, m) for m in ms) for ms in seq)
-             for t, seq in sequences.items()]
+    texts = [
+        f"{_task(t)}: " + " → ".join("/".join(METHOD_LABELS.get(m, m) for m in ms) for ms in seq)
+        for t, seq in sequences.items()
+    ]
     label = "allocated" if memory == "train_all_gb" else "resident (RSS on a CPU)"
-    answer = (f"Best in-domain efficacy from the hardest training-memory cap ({label}) to the loosest (caps "
-              + ", ".join(f"{c:.3g}" for c in caps) + " GB): " + "; ".join(texts) + ".")
+    answer = (
+        f"Best in-domain efficacy from the hardest training-memory cap ({label}) to the loosest (caps "
+        + ", ".join(f"{c:.3g}" for c in caps)
+        + " GB): "
+        + "; ".join(texts)
+        + "."
+    )
     hardest_vera = all(seq[0] == ["vera"] for seq in sequences.values())
     loosest_full = all("full" in seq[-1] for seq in sequences.values())
     status = _status_of(adjusted) if len(adjusted) else "tie"
-    agrees = True if hardest_vera and loosest_full else (
-        False if any("vera" not in seq[0] for seq in sequences.values()) else None)
+    agrees = (
+        True
+        if hardest_vera and loosest_full
+        else (False if any("vera" not in seq[0] for seq in sequences.values()) else None)
+    )
     return _answer("Q6", an, answer, status, agrees, adjusted, figures)
 
 
@@ -473,11 +600,18 @@ def _q7(an: Analysis) -> dict:
         base_cfg = an.untuned(r.base)
         if base_cfg is None or an.row(base_cfg, r.train_task) is None:
             continue
-        comps += [an.compare(r.config, base_cfg, r.train_task), an.compare(r.config, base_cfg, r.train_task,
-                                                                            "latency_s")]
+        comps += [
+            an.compare(r.config, base_cfg, r.train_task),
+            an.compare(r.config, base_cfg, r.train_task, "latency_s"),
+        ]
     if not comps:
-        return _answer("Q7", an, "No adapter configuration next to an untuned model of the same base on its "
-                                 "training task.", "not answerable", None)
+        return _answer(
+            "Q7",
+            an,
+            "No adapter configuration next to an untuned model of the same base on its training task.",
+            "not answerable",
+            None,
+        )
     adjusted = an.adjust(comps, "Q7")
     texts = []
     for task, group in adjusted.groupby("task", sort=False):
@@ -491,17 +625,25 @@ def _q7(an: Analysis) -> dict:
             if better or (faster and not worse):
                 worth.append(f"{config} ({'efficacy' if better else 'latency'})")
         outcome[task] = bool(worth)
-        texts.append(f"{_task(task)}: " + (f"yes — {', '.join(worth)}" if worth else
-                                           "no adapter is decisively better or faster than the untuned base"))
+        texts.append(
+            f"{_task(task)}: "
+            + (
+                f"yes — {', '.join(worth)}"
+                if worth
+                else "no adapter is decisively better or faster than the untuned base"
+            )
+        )
     answer = "; ".join(texts) + "."
     status = _status_of(adjusted)
     if status == "decisive" and not all(outcome.values()):
-        undecided = adjusted[(adjusted["task"].isin([t for t, v in outcome.items() if not v]))
-                             & ~adjusted["decisive"]]
+        undecided = adjusted[(adjusted["task"].isin([t for t, v in outcome.items() if not v])) & ~adjusted["decisive"]]
         status = "tie" if len(undecided) else status
     expected = {"openmath": True, "squad_v2": False}
-    agrees = (None if status == "insufficient data" or not set(expected) <= set(outcome)
-              else all(outcome[t] == v for t, v in expected.items()))
+    agrees = (
+        None
+        if status == "insufficient data" or not set(expected) <= set(outcome)
+        else all(outcome[t] == v for t, v in expected.items())
+    )
     return _answer("Q7", an, answer, status, agrees, adjusted)
 
 
@@ -521,11 +663,23 @@ def _q8(an: Analysis) -> dict:
         for other in adapters["config"]:
             comps += [an.compare(f, other, train_task), an.compare(f, other, train_task, "latency_s")]
             same = memory_equal(serving.get(f), serving.get(other))
-            memory_rows.append({"full": f, "adapter": other, "full_gb": serving.get(f), "adapter_gb": serving.get(other),
-                                "full_more_memory": None if same is None else (not same and serving[f] > serving[other])})
+            memory_rows.append(
+                {
+                    "full": f,
+                    "adapter": other,
+                    "full_gb": serving.get(f),
+                    "adapter_gb": serving.get(other),
+                    "full_more_memory": None if same is None else (not same and serving[f] > serving[other]),
+                }
+            )
     if not comps:
-        return _answer("Q8", an, "No training task with both full FT and an adapter."
-                       + (f" ({'; '.join(notes)}.)" if notes else ""), "not answerable", None)
+        return _answer(
+            "Q8",
+            an,
+            "No training task with both full FT and an adapter." + (f" ({'; '.join(notes)}.)" if notes else ""),
+            "not answerable",
+            None,
+        )
     adjusted = an.adjust(comps, "Q8")
     quality = adjusted[adjusted["metric"] != "latency_s"]
     speed = adjusted[adjusted["metric"] == "latency_s"]
@@ -534,10 +688,12 @@ def _q8(an: Analysis) -> dict:
     memory = pd.DataFrame(memory_rows)
     heavier = int((memory["full_more_memory"] == True).sum()) if len(memory) else 0  # noqa: E712
     dominates = q_wins == len(quality) and s_losses == 0 and heavier == 0
-    answer = (f"{'Yes' if dominates else 'No'}. Quality (in-domain efficacy): full FT better in {q_wins}, worse in "
-              f"{q_losses}, tied in {len(quality) - q_wins - q_losses} of {len(quality)} comparisons. Speed and "
-              f"serving: faster in {s_wins}, slower in {s_losses} of {len(speed)}; more serving memory than "
-              f"{heavier} adapters (beyond 5 %).")
+    answer = (
+        f"{'Yes' if dominates else 'No'}. Quality (in-domain efficacy): full FT better in {q_wins}, worse in "
+        f"{q_losses}, tied in {len(quality) - q_wins - q_losses} of {len(quality)} comparisons. Speed and "
+        f"serving: faster in {s_wins}, slower in {s_losses} of {len(speed)}; more serving memory than "
+        f"{heavier} adapters (beyond 5 %)."
+    )
     ties = quality[quality["verdict"] == "tie"]
     if len(ties):
         answer += " Ties: " + "; ".join(describe(c) for _, c in ties.iterrows()) + "."
@@ -572,8 +728,10 @@ def _q9(an: Analysis) -> dict:
             dominators = g[ge & gt]
             d = dominators.loc[dominators["score"].idxmax()]
             g.loc[i, "dominator"] = d["config"]
-            comps += [an.compare(d["config"], row["config"], task), an.compare(d["config"], row["config"], task,
-                                                                               "latency_s")]
+            comps += [
+                an.compare(d["config"], row["config"], task),
+                an.compare(d["config"], row["config"], task, "latency_s"),
+            ]
         parts.append(g)
     if not parts:
         return _answer("Q9", an, "No efficacy and latency measured together.", "insufficient data", None)
@@ -584,19 +742,22 @@ def _q9(an: Analysis) -> dict:
         if row["pareto"]:
             classes.append("non-dominated")
             continue
-        hit = adjusted[(adjusted["a"] == row["dominator"]) & (adjusted["b"] == row["config"])
-                       & (adjusted["task"] == row["task"])]
+        hit = adjusted[
+            (adjusted["a"] == row["dominator"]) & (adjusted["b"] == row["config"]) & (adjusted["task"] == row["task"])
+        ]
         lighter = memory_equal(an.row(row["dominator"], row["task"])["eval_res_gb"], row["eval_res_gb"]) is False
-        classes.append("dominated" if any(_won(c, "a") for _, c in hit.iterrows()) or lighter
-                       else "possibly non-dominated")
+        classes.append(
+            "dominated" if any(_won(c, "a") for _, c in hit.iterrows()) or lighter else "possibly non-dominated"
+        )
     figures["front"] = classes
     on = figures[figures["front"] != "dominated"]
     untuned = figures[figures["method_key"] == "base"]
     largest = untuned["base_size"].max() if len(untuned) else math.nan
     smallest = figures["base_size"].min()
     roles = {
-        "larger base": bool(untuned["base"].nunique() > 1 and (on["method_key"].eq("base")
-                                                                & on["base_size"].eq(largest)).any()),
+        "larger base": bool(
+            untuned["base"].nunique() > 1 and (on["method_key"].eq("base") & on["base_size"].eq(largest)).any()
+        ),
         "full FT on the small base": bool((on["method_key"].eq("full") & on["base_size"].eq(smallest)).any()),
         "SQuAD adapter": bool((on["method_key"].isin(ADAPTERS) & on["train_task"].eq("squad_v2")).any()),
     }
@@ -606,16 +767,29 @@ def _q9(an: Analysis) -> dict:
         maybe = g[g["front"] == "possibly non-dominated"]["config"].tolist()
         texts.append(f"{_task(task)}: {', '.join(front)}" + (f" (possibly also: {', '.join(maybe)})" if maybe else ""))
     present = [r for r, ok in roles.items() if ok]
-    answer = ("Pareto fronts over efficacy, latency and serving memory — " + "; ".join(texts)
-              + f". The study's roles on a front: {', '.join(present) if present else 'none'}.")
+    answer = (
+        "Pareto fronts over efficacy, latency and serving memory — "
+        + "; ".join(texts)
+        + f". The study's roles on a front: {', '.join(present) if present else 'none'}."
+    )
     if "eval_res_gb" not in figures.columns or figures["eval_res_gb"].isna().any():
         answer += " (Serving memory not measured for every configuration: fronts over efficacy and latency.)"
     status = "decisive" if (figures["front"] != "possibly non-dominated").all() else "tie"
     if not comps:
         status = "decisive"
     agrees = all(roles.values())
-    columns = ["task", "config", "method", "base", "train_task", "score", "latency_mean_s", "eval_res_gb", "front",
-               "dominator"]
+    columns = [
+        "task",
+        "config",
+        "method",
+        "base",
+        "train_task",
+        "score",
+        "latency_mean_s",
+        "eval_res_gb",
+        "front",
+        "dominator",
+    ]
     return _answer("Q9", an, answer, status, agrees, adjusted, figures[columns])
 
 
@@ -633,8 +807,9 @@ def _share(values: pd.Series, higher: bool) -> pd.Series:
 _QUESTION_FUNCTIONS = (_q1, _q2, _q3, _q4, _q5, _q6, _q7, _q8, _q9)
 
 
-def answer_questions(records: StudyRecords, *, alpha: float = ALPHA, min_n: int = MIN_N, n_boot: int = N_BOOT,
-                     seed: int = 0) -> list[dict]:
+def answer_questions(
+    records: StudyRecords, *, alpha: float = ALPHA, min_n: int = MIN_N, n_boot: int = N_BOOT, seed: int = 0
+) -> list[dict]:
     """The nine answers: ``id``, ``question``, ``answer``, ``status``, ``agrees_with_reference``,
     ``reference_answer``, ``comparisons`` (every comparison behind it, adjusted within the
     question), ``figures`` (the question's compact table) and ``how``."""
@@ -662,9 +837,18 @@ def questions_json(answers: list[dict]) -> list[dict]:
     out = []
     for a in answers:
         comparisons = [{k: _json_value(v) for k, v in row.items()} for row in a["comparisons"].to_dict("records")]
-        out.append({"id": a["id"], "question": a["question"], "answer": a["answer"], "status": a["status"],
-                    "agrees_with_reference": a["agrees_with_reference"], "reference_answer": a["reference_answer"],
-                    "how": a["how"], "comparisons": comparisons})
+        out.append(
+            {
+                "id": a["id"],
+                "question": a["question"],
+                "answer": a["answer"],
+                "status": a["status"],
+                "agrees_with_reference": a["agrees_with_reference"],
+                "reference_answer": a["reference_answer"],
+                "how": a["how"],
+                "comparisons": comparisons,
+            }
+        )
     return out
 
 
@@ -677,23 +861,36 @@ def write_questions(answers: list[dict], path: str | Path) -> Path:
 
 def answers_table(answers: list[dict]) -> pd.DataFrame:
     """The nine answers in one table: id, question, answer, status, agreement with the study."""
-    return pd.DataFrame([{"id": a["id"], "question": a["question"], "answer": a["answer"], "status": a["status"],
-                          "reference_answer": a["reference_answer"], "agrees": a["agrees_with_reference"]}
-                         for a in answers])
+    return pd.DataFrame(
+        [
+            {
+                "id": a["id"],
+                "question": a["question"],
+                "answer": a["answer"],
+                "status": a["status"],
+                "reference_answer": a["reference_answer"],
+                "agrees": a["agrees_with_reference"],
+            }
+            for a in answers
+        ]
+    )
 
 
 def how_table(*, alpha: float = ALPHA, min_n: int = MIN_N, n_boot: int = N_BOOT) -> pd.DataFrame:
     """How each answer is computed: measure, resampling unit, interval, correction, minimum n."""
-    common = {"measure": EFFICACY_NOTE + "; latency: batch-1 seconds per timed item",
-              "resampling unit": "cluster: an item with all its seeds (SQuAD v2: all questions on one passage)",
-              "interval": f"estimate ± z·SE, SE from {n_boot} cluster-bootstrap replicates (counts: Agresti-Caffo)",
-              "correction": f"Holm within the question, α = {alpha}; the interval is at the level Holm tests it at",
-              "minimum n": f"{min_n} clusters, else 'insufficient data'"}
+    common = {
+        "measure": EFFICACY_NOTE + "; latency: batch-1 seconds per timed item",
+        "resampling unit": "cluster: an item with all its seeds (SQuAD v2: all questions on one passage)",
+        "interval": f"estimate ± z·SE, SE from {n_boot} cluster-bootstrap replicates (counts: Agresti-Caffo)",
+        "correction": f"Holm within the question, α = {alpha}; the interval is at the level Holm tests it at",
+        "minimum n": f"{min_n} clusters, else 'insufficient data'",
+    }
     return pd.DataFrame([{"id": qid, "question": q, "comparisons": HOW[qid], **common} for qid, q, _ in QUESTIONS])
 
 
-def compare_protocols(answers_a: list[dict], answers_b: list[dict], *,
-                      labels: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
+def compare_protocols(
+    answers_a: list[dict], answers_b: list[dict], *, labels: tuple[str, str] = ("a", "b")
+) -> pd.DataFrame:
     """Per question, two sets of answers side by side (e.g. this study and the imported reference)."""
     la, lb = labels
     by_id_b = {a["id"]: a for a in answers_b}
@@ -701,13 +898,32 @@ def compare_protocols(answers_a: list[dict], answers_b: list[dict], *,
     for qa in answers_a:
         qb = by_id_b.get(qa["id"], {})
         ga, gb = qa.get("agrees_with_reference"), qb.get("agrees_with_reference")
-        rows.append({"id": qa["id"], "question": qa["question"], "reference_answer": qa["reference_answer"],
-                     f"answer_{la}": qa.get("answer"), f"answer_{lb}": qb.get("answer"),
-                     f"status_{la}": qa.get("status"), f"status_{lb}": qb.get("status"),
-                     f"agrees_{la}": ga, f"agrees_{lb}": gb,
-                     "agreement_changed": None if ga is None or gb is None else ga != gb})
+        rows.append(
+            {
+                "id": qa["id"],
+                "question": qa["question"],
+                "reference_answer": qa["reference_answer"],
+                f"answer_{la}": qa.get("answer"),
+                f"answer_{lb}": qb.get("answer"),
+                f"status_{la}": qa.get("status"),
+                f"status_{lb}": qb.get("status"),
+                f"agrees_{la}": ga,
+                f"agrees_{lb}": gb,
+                "agreement_changed": None if ga is None or gb is None else ga != gb,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-__all__ = ["HOW", "QUESTIONS", "STATUSES", "answer_questions", "answers_table", "compare_protocols", "describe",
-           "how_table", "questions_json", "write_questions"]
+__all__ = [
+    "HOW",
+    "QUESTIONS",
+    "STATUSES",
+    "answer_questions",
+    "answers_table",
+    "compare_protocols",
+    "describe",
+    "how_table",
+    "questions_json",
+    "write_questions",
+]

@@ -55,9 +55,9 @@ from .config import REFERENCE_ALPHA, REFERENCE_LEARNING_RATE, config_hash, resol
 from .data import load_rows
 from .evaluate import latency_fit
 from .methods import METHODS
-from .tasks import TASKS
 from .results import ResultError, read_record, write_json, write_parquet
 from .run_names import base_run_name, train_run_name
+from .tasks import TASKS
 
 DEFAULT_SOURCE = "data/reference-results"
 DEFAULT_OUT = "outputs/reference"
@@ -95,15 +95,19 @@ MAX_NEW_TOKENS = 1000
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SEED = 0  # the study ran each configuration once; its random seed was not published
 
-DTYPE_NOTE = ("not published by the reference study (bf16 weights on CUDA; its merged adapters were most likely "
-              "saved in float32, which would explain their ~2x evaluation memory)")
+DTYPE_NOTE = (
+    "not published by the reference study (bf16 weights on CUDA; its merged adapters were most likely "
+    "saved in float32, which would explain their ~2x evaluation memory)"
+)
 MEMORY_LABEL = "reference study: peak reserved/allocated during evaluation"
 MEMORY_NOTE = "one figure per model, measured over its whole evaluation (all three tasks)"
 TRAIN_MEMORY_NOTE = "training memory was not published by the reference study"
 CORRECTED_NOTE = "not computable: the reference study did not publish its replies"
-LATENCY_NOTE = ("mean_s, median_s, std_s, sum_s and tokens_mean, tokens_median, tokens_std, tokens_sum as the raw "
-                "file holds them; p90_s, hit_max_new_tokens and the fit from its per-prompt values, s_per_token = "
-                "sum_s / tokens_sum; one timing pass")
+LATENCY_NOTE = (
+    "mean_s, median_s, std_s, sum_s and tokens_mean, tokens_median, tokens_std, tokens_sum as the raw "
+    "file holds them; p90_s, hit_max_new_tokens and the fit from its per-prompt values, s_per_token = "
+    "sum_s / tokens_sum; one timing pass"
+)
 # What `counts.correct` counts per task, and the published percentage it must reproduce.
 COUNT_METRICS = {name: TASKS[name].count_metric[0] for name in DATASETS.values()}
 
@@ -117,20 +121,36 @@ def parse_name(file_name: str) -> dict:
     """
     match = _NAME_RE.match(file_name)
     if not match:
-        raise ResultError(f"reference result file {file_name!r} has an unrecognised name; expected "
-                          "'Qwen3-<size>-<openmath|squad>_SFT_<NoPeft|LoRa|DoRa|VeRa><rank>_NoQuant.json' "
-                          "or 'Qwen3-<size>_base.json'")
+        raise ResultError(
+            f"reference result file {file_name!r} has an unrecognised name; expected "
+            "'Qwen3-<size>-<openmath|squad>_SFT_<NoPeft|LoRa|DoRa|VeRa><rank>_NoQuant.json' "
+            "or 'Qwen3-<size>_base.json'"
+        )
     base_model = f"Qwen/{match['base']}"
     if match["task"] is None:
-        return {"base_model": base_model, "trained": False, "method": "base", "rank": None, "train_task": None,
-                "seed": None, "folder": base_run_name(base_model)}
+        return {
+            "base_model": base_model,
+            "trained": False,
+            "method": "base",
+            "rank": None,
+            "train_task": None,
+            "seed": None,
+            "folder": base_run_name(base_model),
+        }
     method = RAW_METHODS[match["method"]]
     if (method == "full") != (match["rank"] == ""):
         raise ResultError(f"reference result file {file_name!r}: a rank goes with an adapter method only")
     rank = None if method == "full" else int(match["rank"])
     train_task = RAW_TASKS[match["task"]]
-    return {"base_model": base_model, "trained": True, "method": method, "rank": rank, "train_task": train_task,
-            "seed": SEED, "folder": train_run_name(train_task, method, rank, SEED)}
+    return {
+        "base_model": base_model,
+        "trained": True,
+        "method": method,
+        "rank": rank,
+        "train_task": train_task,
+        "seed": SEED,
+        "folder": train_run_name(train_task, method, rank, SEED),
+    }
 
 
 def _need(mapping: Any, key: str, where: str) -> Any:
@@ -160,8 +180,9 @@ def _memory(raw: dict, where: str) -> dict:
             return {
                 "device": "cuda",
                 "peak_reserved_gb": _number(block["peak_vram_reserved_gb"], f"{where}.{section}"),
-                "peak_allocated_gb": _number(_need(block, "peak_vram_allocated_gb", f"{where}.{section}"),
-                                             f"{where}.{section}"),
+                "peak_allocated_gb": _number(
+                    _need(block, "peak_vram_allocated_gb", f"{where}.{section}"), f"{where}.{section}"
+                ),
                 "nvml_used_gb": None,
                 "label": MEMORY_LABEL,
                 "note": MEMORY_NOTE,
@@ -213,14 +234,17 @@ def _counts(task: str, dataset: dict, metrics: dict, n_items: int, where: str) -
             raise ResultError(f"{where}.{key}: expected a count, got {value!r}")
         counts[key] = value
     if counts["correct"] + counts["incorrect"] != n_items:
-        raise ResultError(f"{where}: correct {counts['correct']} + incorrect {counts['incorrect']} != "
-                          f"total_samples {n_items}")
+        raise ResultError(
+            f"{where}: correct {counts['correct']} + incorrect {counts['incorrect']} != total_samples {n_items}"
+        )
     metric = COUNT_METRICS[task]
     key = TASKS[task].count_metric[1]["reference"][0]
     published = metrics[key]
     if abs(100.0 * counts["correct"] / n_items - published) > 0.005 + 1e-9:  # published to 2 decimals
-        raise ResultError(f"{where}: correct/total_samples = {counts['correct']}/{n_items} does not give the "
-                          f"published {key} {published}")
+        raise ResultError(
+            f"{where}: correct/total_samples = {counts['correct']}/{n_items} does not give the "
+            f"published {key} {published}"
+        )
     return {"correct": counts["correct"], "incorrect": counts["incorrect"], "n": n_items, "metric": metric}
 
 
@@ -246,7 +270,7 @@ def _provenance(file_name: str, raw: dict) -> dict:
         "versions": None,
         "git": None,
         "note": "imported from the reference study's published results; versions and git state of the run "
-                "were not published",
+        "were not published",
     }
 
 
@@ -308,10 +332,13 @@ def _model_identity(identity: dict, raw: dict) -> dict:
     }
 
 
-def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: dict, where: str) -> tuple[dict, pd.DataFrame]:
+def _eval_record(
+    file_name: str, raw: dict, identity: dict, task: str, dataset: dict, where: str
+) -> tuple[dict, pd.DataFrame]:
     metrics_raw = _need(dataset, "metrics", where)
-    reference = {key: _number(_need(metrics_raw, key, f"{where}.metrics"), f"{where}.metrics.{key}")
-                 for key in METRIC_KEYS[task]}
+    reference = {
+        key: _number(_need(metrics_raw, key, f"{where}.metrics"), f"{where}.metrics.{key}") for key in METRIC_KEYS[task]
+    }
     count_key = TASKS[task].count_metric[1]["reference"][0]
     if count_key not in reference:  # published beside the metrics (ARC, OpenMath: accuracy)
         reference[count_key] = _number(_need(dataset, count_key, where), f"{where}.{count_key}")
@@ -329,8 +356,9 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
     if len(set(clusters)) == len(clusters):  # every item its own cluster: named by its position, as its id
         clusters = [str(i) for i in range(n_items)]
     elif len(clusters) != n_items:
-        raise ResultError(f"{where}: {n_items} items but the reference {TASKS[task].label} test subset has "
-                          f"{len(clusters)} rows")
+        raise ResultError(
+            f"{where}: {n_items} items but the reference {TASKS[task].label} test subset has {len(clusters)} rows"
+        )
 
     config = _run_config(identity)
     record = {
@@ -340,15 +368,15 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
         "protocol": "reference",
         "model": _model_identity(identity, raw),
         "config": config,
-        "config_hash": config_hash({**config, "task": task, "imported_from": file_name},
-                                   tuple(config) + ("task", "imported_from")),
+        "config_hash": config_hash(
+            {**config, "task": task, "imported_from": file_name}, tuple(config) + ("task", "imported_from")
+        ),
         "n_items": n_items,
         "metrics": {
             "corrected": None,
             "corrected_note": CORRECTED_NOTE,
             "reference": reference,
-            "headline": {"name": name, "value": reference[name], "higher_is_better": higher,
-                         "scoring": "reference"},
+            "headline": {"name": name, "value": reference[name], "higher_is_better": higher, "scoring": "reference"},
         },
         "counts": counts,
         "parse_rate": format_rate / 100.0,
@@ -359,18 +387,20 @@ def _eval_record(file_name: str, raw: dict, identity: dict, task: str, dataset: 
         "imported_from": file_name,
         "meta": _provenance(file_name, raw),
     }
-    items = pd.DataFrame({
-        "id": np.arange(n_items, dtype="int64"),
-        "task": task,
-        "tokens_generated": tokens.astype("int64"),
-        "seconds": seconds,
-        "score": np.full(n_items, np.nan),
-        "ref_score": np.full(n_items, np.nan),
-        "latency_s": seconds,
-        "latency_s_pass1": seconds,
-        "latency_tokens": pd.array(tokens.astype("int64"), dtype="Int64"),
-        "cluster": clusters,
-    })
+    items = pd.DataFrame(
+        {
+            "id": np.arange(n_items, dtype="int64"),
+            "task": task,
+            "tokens_generated": tokens.astype("int64"),
+            "seconds": seconds,
+            "score": np.full(n_items, np.nan),
+            "ref_score": np.full(n_items, np.nan),
+            "latency_s": seconds,
+            "latency_s_pass1": seconds,
+            "latency_tokens": pd.array(tokens.astype("int64"), dtype="Int64"),
+            "cluster": clusters,
+        }
+    )
     return record, items
 
 
@@ -384,8 +414,7 @@ def _train_record(file_name: str, raw: dict, identity: dict) -> dict:
         "run": identity["folder"],
         "learning_rate": config["learning_rate"],
         "alpha": config["alpha"],
-        "model": {"base_model": identity["base_model"], "dtype": None, "merged_dtype": None,
-                  "dtype_note": DTYPE_NOTE},
+        "model": {"base_model": identity["base_model"], "dtype": None, "merged_dtype": None, "dtype_note": DTYPE_NOTE},
         "trainable_params": None,
         "total_params": None,
         "trainable_share": None,
@@ -406,8 +435,11 @@ def _train_record(file_name: str, raw: dict, identity: dict) -> dict:
 
 def _guard(path: Path) -> None:
     """Refuse to overwrite a record that this importer did not write."""
-    record_path = path if path.suffix == ".json" else path.with_name(path.name.replace("items-", "eval-")
-                                                                     .replace(".parquet", ".json"))
+    record_path = (
+        path
+        if path.suffix == ".json"
+        else path.with_name(path.name.replace("items-", "eval-").replace(".parquet", ".json"))
+    )
     if not record_path.is_file():
         return
     try:
@@ -415,8 +447,10 @@ def _guard(path: Path) -> None:
     except ResultError:
         return  # damaged: replaced by a fresh import
     if "imported_from" not in record:
-        raise ResultError(f"{record_path} holds a record that was not imported from the reference study; "
-                          "import into another folder (out=...)")
+        raise ResultError(
+            f"{record_path} holds a record that was not imported from the reference study; "
+            "import into another folder (out=...)"
+        )
 
 
 def import_file(path: str | Path, *, out: str | Path | None = None) -> list[Path]:

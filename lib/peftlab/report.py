@@ -101,17 +101,32 @@ def render(*, study: str, out: str | None = None, compare_with: str | None = "ou
     report_dir = Path(out) if out else study_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     executed = report_dir / "report.ipynb"
-    pm.execute_notebook(str(repo_root() / REPORT_NOTEBOOK), str(executed), cwd=str(repo_root() / "report"),
-                        parameters={"study": study, "study_dir": str(study_dir), "report_dir": str(report_dir),
-                                    "compare_with": compare_with or ""}, progress_bar=False)
+    pm.execute_notebook(
+        str(repo_root() / REPORT_NOTEBOOK),
+        str(executed),
+        cwd=str(repo_root() / "report"),
+        parameters={
+            "study": study,
+            "study_dir": str(study_dir),
+            "report_dir": str(report_dir),
+            "compare_with": compare_with or "",
+        },
+        progress_bar=False,
+    )
     html_path = report_dir / "report.html"
     html_path.write_text(notebook_html(executed), encoding="utf-8")
     pdf_path = report_dir / "report.pdf"
     document = render_document(html_path)
     document.write_pdf(str(pdf_path))
     layout = check_report(html_path, pdf_path, report_dir / "pages", document=document)
-    return {"notebook": executed, "html": html_path, "pdf": pdf_path, "table1": report_dir / "table1.csv",
-            "pages": report_dir / "pages", "layout": layout}
+    return {
+        "notebook": executed,
+        "html": html_path,
+        "pdf": pdf_path,
+        "table1": report_dir / "table1.csv",
+        "pages": report_dir / "pages",
+        "layout": layout,
+    }
 
 
 def notebook_html(notebook: Path) -> str:
@@ -183,8 +198,9 @@ def html_to_pdf(html_path: Path, pdf_path: Path) -> Path:
 
 def provenance(*, study_dir: str) -> pd.DataFrame:
     """Versions, commits and devices of every record, and of the report itself."""
-    rows = [{"what": "report", "versions": json.dumps(package_versions()), "commit": None, "dirty": None,
-             "device": None}]
+    rows = [
+        {"what": "report", "versions": json.dumps(package_versions()), "commit": None, "dirty": None, "device": None}
+    ]
     for path in sorted(Path(study_dir).glob("runs/*/*.json")):
         try:
             record = json.loads(path.read_text())
@@ -192,8 +208,15 @@ def provenance(*, study_dir: str) -> pd.DataFrame:
             continue
         meta = record.get("meta") or {}
         git = meta.get("git") or {}
-        rows.append({"what": f"{path.parent.name}/{path.name}", "versions": json.dumps(meta.get("versions")),
-                     "commit": git.get("commit"), "dirty": git.get("dirty"), "device": meta.get("device")})
+        rows.append(
+            {
+                "what": f"{path.parent.name}/{path.name}",
+                "versions": json.dumps(meta.get("versions")),
+                "commit": git.get("commit"),
+                "dirty": git.get("dirty"),
+                "device": meta.get("device"),
+            }
+        )
     frame = pd.DataFrame(rows)
     return frame.drop_duplicates(subset=["versions", "commit", "dirty", "device"], keep="first")
 
@@ -230,8 +253,7 @@ class Answers:
         self.answers = answers
 
 
-def questions_section(*, records, report_dir: str, alpha: float = 0.05, min_n: int = 20, n_boot: int = 2000
-                      ) -> Answers:
+def questions_section(*, records, report_dir: str, alpha: float = 0.05, min_n: int = 20, n_boot: int = 2000) -> Answers:
     """Answer the nine questions and write them to ``<report_dir>/questions.json``."""
     from .questions import answer_questions, write_questions
 
@@ -247,30 +269,44 @@ def report_view(*, study: str, records, answers: Answers):
     return ReportView(records=records, answers=answers.answers, study=study)
 
 
-def comparison_section(*, view, answers: Answers, compare_with: str, alpha: float = 0.05, min_n: int = 20,
-                       n_boot: int = 2000):
+def comparison_section(
+    *, view, answers: Answers, compare_with: str, alpha: float = 0.05, min_n: int = 20, n_boot: int = 2000
+):
     """This study's verdicts next to another study's (by default the imported reference study)."""
     from .questions import answer_questions, compare_protocols
     from .study_records import load_study
 
     if not compare_with:
-        return view.comparison_html(None, "No other study is compared here: this report's own answers are set against "
-                                          "the reference study's in the findings and in each question.")
+        return view.comparison_html(
+            None,
+            "No other study is compared here: this report's own answers are set against "
+            "the reference study's in the findings and in each question.",
+        )
     other = resolve_path(compare_with)
     if not (other / "runs").is_dir():
-        return view.comparison_html(None, f"No records at {other}: run `make reference-report` (it imports the "
-                                          "reference study) or give another study's outputs.")
+        return view.comparison_html(
+            None,
+            f"No records at {other}: run `make reference-report` (it imports the "
+            "reference study) or give another study's outputs.",
+        )
     theirs = answer_questions(load_study(other), alpha=alpha, min_n=min_n, n_boot=n_boot)
     return view.comparison_html(compare_protocols(answers.answers, theirs, labels=("this study", other.name)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peftlab.report",
-                                     description="Render a study's report (HTML, PDF, table1.csv).")
-    parser.add_argument("study", help="study name: outputs/<study>/ holds its records; 'reference' imports the "
-                                      "reference study's published results first")
-    parser.add_argument("--compare-with", default="outputs/reference",
-                        help="another study's outputs to compare the nine answers with ('' for none)")
+    parser = argparse.ArgumentParser(
+        prog="python -m peftlab.report", description="Render a study's report (HTML, PDF, table1.csv)."
+    )
+    parser.add_argument(
+        "study",
+        help="study name: outputs/<study>/ holds its records; 'reference' imports the "
+        "reference study's published results first",
+    )
+    parser.add_argument(
+        "--compare-with",
+        default="outputs/reference",
+        help="another study's outputs to compare the nine answers with ('' for none)",
+    )
     args = parser.parse_args(argv)
     if args.study == "reference" or args.compare_with.rstrip("/").endswith("outputs/reference"):
         from .reference import import_reference
@@ -279,14 +315,22 @@ def main(argv: list[str] | None = None) -> int:
     compare = args.compare_with if args.study != "reference" else ""
     paths = render(study=args.study, compare_with=compare)
     layout = paths.pop("layout")
-    write_json(Path(paths["html"]).parent / "report-files.json",
-               {"kind": "report", "status": "ok", "meta": {"versions": package_versions()},
-                **{k: str(v) for k, v in paths.items()}})
+    write_json(
+        Path(paths["html"]).parent / "report-files.json",
+        {
+            "kind": "report",
+            "status": "ok",
+            "meta": {"versions": package_versions()},
+            **{k: str(v) for k, v in paths.items()},
+        },
+    )
     for name, path in paths.items():
         print(f"{name}: {path}")
-    print(f"pages: {layout['pages']}; more than half empty (not a part's last): {layout['half_empty'] or 'none'}; "
-          f"tables wider than the page: {len(layout['wide_tables'])}; figure problems: "
-          f"{'; '.join(layout['figures']['problems']) or 'none'}")
+    print(
+        f"pages: {layout['pages']}; more than half empty (not a part's last): {layout['half_empty'] or 'none'}; "
+        f"tables wider than the page: {len(layout['wide_tables'])}; figure problems: "
+        f"{'; '.join(layout['figures']['problems']) or 'none'}"
+    )
     return 0
 
 

@@ -165,5 +165,13 @@ def check_report(html_path: Path, pdf_path: Path, pages_dir: Path, *, css: str |
     return result
 
 
-__all__ = ["check_report", "figure_captions", "half_empty_pages", "page_fill", "part_starts", "rasterise",
-           "render_document", "wide_tables"]
+__all__ = [
+    "check_report",
+    "figure_captions",
+    "half_empty_pages",
+    "page_fill",
+    "part_starts",
+    "rasterise",
+    "render_document",
+    "wide_tables",
+]

@@ -14,8 +14,9 @@ import html
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -28,8 +29,11 @@ DASH = "—"
 MAX_ROWS = 12  # a question's compact table; the appendix has every row
 STATUS_CLASS = {"decisive": "decisive", "tie": "tie", "insufficient data": "insufficient", "not answerable": "na"}
 AGREEMENT_TEXT = {True: "agrees", False: "differs", None: "undecided"}
-AGREEMENT_SENTENCE = {True: "agrees with the reference study", False: "differs from the reference study",
-                      None: "agreement with the reference study undecided"}
+AGREEMENT_SENTENCE = {
+    True: "agrees with the reference study",
+    False: "differs from the reference study",
+    None: "agreement with the reference study undecided",
+}
 TASK_ORDER = tuple(TASKS)
 MEASURE_WORDS = {name: m.words for name, m in MEASURES.items()}
 MEASURE_SHORT = {name: m.short for name, m in MEASURES.items()}
@@ -130,8 +134,14 @@ def table_html(frame: pd.DataFrame, columns: list[Column], *, classes: str = "co
     out += [f'<th class="{"text" if c.text else "num"}">{html.escape(c.header)}</th>' for c in columns]
     out.append("</tr></thead><tbody>")
     for _, row in frame.iterrows():
-        out.append("<tr>" + "".join(f'<td class="{"text" if c.text else "num"}">{html.escape(cell(row[c.key], c.fmt))}'
-                                    "</td>" for c in columns) + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(
+                f'<td class="{"text" if c.text else "num"}">{html.escape(cell(row[c.key], c.fmt))}</td>'
+                for c in columns
+            )
+            + "</tr>"
+        )
     out.append("</tbody></table>")
     if note:
         out.append(f'<p class="table-note">{html.escape(note)}</p>')
@@ -166,7 +176,7 @@ def short_labels(configs: pd.DataFrame) -> dict[str, str]:
         config = str(row["config"])
         base = str(row["base"])
         if row["trained"] and one_base and config.startswith(base + " "):
-            labels[config] = config[len(base) + 1:]
+            labels[config] = config[len(base) + 1 :]
         else:
             labels[config] = config
     return labels
@@ -192,7 +202,7 @@ def _split_sentences(text: str) -> list[str]:
         depth += ch == "("
         depth -= ch == ")" and depth > 0
         if ch == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
-            out.append(text[start:i + 1].strip())
+            out.append(text[start : i + 1].strip())
             start = i + 1
     if text[start:].strip():
         out.append(text[start:].strip())
@@ -229,8 +239,10 @@ def headline(answer: dict, labels: dict[str, str] | None = None, *, limit: int =
     sentences = _split_sentences(text)
     if answer["id"] == "Q9" and isinstance(answer.get("figures"), pd.DataFrame) and "front" in answer["figures"]:
         figures = answer["figures"]
-        sizes = ", ".join(f"{task_name(t)} {int((g['front'] == 'non-dominated').sum())} of {len(g)}"
-                          for t, g in figures.groupby("task", sort=False))
+        sizes = ", ".join(
+            f"{task_name(t)} {int((g['front'] == 'non-dominated').sum())} of {len(g)}"
+            for t, g in figures.groupby("task", sort=False)
+        )
         roles = next((s for s in sentences if s.startswith("The study's roles")), "")
         first = f"Non-dominated configurations: {sizes}."
         return relabel(f"{first} {roles}".strip(), labels)
@@ -273,9 +285,15 @@ def comparison_sentence(c: pd.Series | dict, labels: dict[str, str] | None = Non
         return f"{a} vs {b} on {task}: insufficient data{note}"
     gain, low, high, lower = _gain_terms(c)
     if c["verdict"] == "tie":
-        mde = "" if missing(c.get("mde")) else f"; a difference over {number(c['mde'], d)} {words} would have been detected"
-        return (f"{a} and {b} tie on {task} ({MEASURE_SHORT.get(metric, metric)}): {number(c['diff'], d, signed=True)} "
-                f"{words} [{number(c['ci_low'], d)}, {number(c['ci_high'], d)}]{n}{mde}")
+        mde = (
+            ""
+            if missing(c.get("mde"))
+            else f"; a difference over {number(c['mde'], d)} {words} would have been detected"
+        )
+        return (
+            f"{a} and {b} tie on {task} ({MEASURE_SHORT.get(metric, metric)}): {number(c['diff'], d, signed=True)} "
+            f"{words} [{number(c['ci_low'], d)}, {number(c['ci_high'], d)}]{n}{mde}"
+        )
     if gain < 0:
         a, b = b, a
         gain, low, high = -gain, -high, -low
@@ -369,31 +387,41 @@ def compared_sentences(facts: dict) -> list[str]:
     """The study in a few sentences: what was trained, evaluated and how."""
     bases = _join(facts["trained_bases"]) or "no base model"
     untuned = _join(facts["untuned_bases"])
-    items = _join([f"{task_name(t)} ({'/'.join(map(str, facts['items'].get(t, []))) or '?'} items)"
-                   for t in facts["eval_tasks"]])
+    items = _join(
+        [f"{task_name(t)} ({'/'.join(map(str, facts['items'].get(t, []))) or '?'} items)" for t in facts["eval_tasks"]]
+    )
     seeds = facts["seeds"]
-    seed_text = (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})" if seeds
-                 else "no trained run")
+    seed_text = (
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
+        if seeds
+        else "no trained run"
+    )
     devices = _join([DEVICE_WORDS.get(d, d) for d in facts["devices"]]) or "an unrecorded device"
-    out = [f"<b>Trained:</b> {html.escape(bases)} with {html.escape(_join(facts['methods']) or 'no method')}, on "
-           f"{html.escape(_join([task_name(t) for t in facts['train_tasks']]) or 'no task')}; {html.escape(seed_text)} "
-           "per configuration.",
-           f"<b>Untuned baselines:</b> {html.escape(untuned or 'none')}.",
-           f"<b>Evaluated on:</b> {html.escape(items or 'nothing')}, every model on every task.",
-           f"<b>Protocol:</b> {html.escape(_join(facts['protocols']) or '?')}; measured on "
-           f"{html.escape(devices)}{' in ' + html.escape(_join(facts['dtypes'])) if facts['dtypes'] else ''}; "
-           f"{facts['configurations']} configurations, {facts['trained_runs']} training runs, {facts['evaluations']} "
-           f"evaluations, {facts['failed']} failed record{'s' if facts['failed'] != 1 else ''}"
-           + (" (imported from the published results)." if facts["imported"] else ".")]
+    out = [
+        f"<b>Trained:</b> {html.escape(bases)} with {html.escape(_join(facts['methods']) or 'no method')}, on "
+        f"{html.escape(_join([task_name(t) for t in facts['train_tasks']]) or 'no task')}; {html.escape(seed_text)} "
+        "per configuration.",
+        f"<b>Untuned baselines:</b> {html.escape(untuned or 'none')}.",
+        f"<b>Evaluated on:</b> {html.escape(items or 'nothing')}, every model on every task.",
+        f"<b>Protocol:</b> {html.escape(_join(facts['protocols']) or '?')}; measured on "
+        f"{html.escape(devices)}{' in ' + html.escape(_join(facts['dtypes'])) if facts['dtypes'] else ''}; "
+        f"{facts['configurations']} configurations, {facts['trained_runs']} training runs, {facts['evaluations']} "
+        f"evaluations, {facts['failed']} failed record{'s' if facts['failed'] != 1 else ''}"
+        + (" (imported from the published results)." if facts["imported"] else "."),
+    ]
     return out
 
 
 PROTOCOL_CAVEAT = {
-    "reference": ("the reference protocol reproduces the published study's defects on purpose (learning rate 1e-5 for "
-                  "every method, training targets without the \\boxed{} format the evaluation parses), so adapters "
-                  "barely move from their base"),
-    "corrected": ("the corrected protocol uses per-method learning rates and one prompt format for training and "
-                  "evaluation, so its answers are not a replication of the published numbers"),
+    "reference": (
+        "the reference protocol reproduces the published study's defects on purpose (learning rate 1e-5 for "
+        "every method, training targets without the \\boxed{} format the evaluation parses), so adapters "
+        "barely move from their base"
+    ),
+    "corrected": (
+        "the corrected protocol uses per-method learning rates and one prompt format for training and "
+        "evaluation, so its answers are not a replication of the published numbers"
+    ),
 }
 
 
@@ -401,8 +429,11 @@ def caveats(records: StudyRecords, answers: list[dict]) -> list[str]:
     """The main caveats, computed from the records and the answers."""
     facts = study_facts(records)
     out = []
-    all_comparisons = pd.concat([a["comparisons"] for a in answers if len(a["comparisons"])], ignore_index=True) \
-        if any(len(a["comparisons"]) for a in answers) else pd.DataFrame()
+    all_comparisons = (
+        pd.concat([a["comparisons"] for a in answers if len(a["comparisons"])], ignore_index=True)
+        if any(len(a["comparisons"]) for a in answers)
+        else pd.DataFrame()
+    )
     sizes = sorted({v for vs in facts["items"].values() for v in vs})
     if sizes:
         text = f"Sample size: {'–'.join(map(str, [sizes[0], sizes[-1]] if len(sizes) > 1 else sizes))} items per task"
@@ -410,38 +441,51 @@ def caveats(records: StudyRecords, answers: list[dict]) -> list[str]:
             eff = all_comparisons[(all_comparisons["metric"] != "latency_s") & all_comparisons["mde"].notna()]
             pct = eff[eff["unit"] == "%"]
             if len(pct):
-                text += (f"; an efficacy difference must exceed {number(pct['mde'].median(), 1)} points (median over "
-                         f"{len(pct)} comparisons; range {number(pct['mde'].min(), 1)}–{number(pct['mde'].max(), 1)}) "
-                         "to be detected with 80 % power")
+                text += (
+                    f"; an efficacy difference must exceed {number(pct['mde'].median(), 1)} points (median over "
+                    f"{len(pct)} comparisons; range {number(pct['mde'].min(), 1)}–{number(pct['mde'].max(), 1)}) "
+                    "to be detected with 80 % power"
+                )
             short = int((all_comparisons["verdict"] == "insufficient data").sum())
             if short:
                 text += f"; {short} of {len(all_comparisons)} comparisons have too few items to be tested"
         out.append(text + ".")
     seeds = facts["seeds"]
     if len(seeds) <= 1 and facts["trained_runs"]:
-        out.append("One training seed per configuration: training-to-training variation is not measured, so intervals "
-                   "cover item sampling only.")
+        out.append(
+            "One training seed per configuration: training-to-training variation is not measured, so intervals "
+            "cover item sampling only."
+        )
     devices = facts["devices"]
     if "cpu-rss" in devices:
-        out.append("Measured on a CPU: latency is CPU time and memory is the process's peak resident set size (RSS), "
-                   "not GPU memory; neither compares with a GPU study's figures.")
+        out.append(
+            "Measured on a CPU: latency is CPU time and memory is the process's peak resident set size (RSS), "
+            "not GPU memory; neither compares with a GPU study's figures."
+        )
     elif "cuda" in devices:
-        out.append("Measured on a GPU (CUDA): memory is the peak reserved / allocated by PyTorch; latency depends on "
-                   "that GPU.")
+        out.append(
+            "Measured on a GPU (CUDA): memory is the peak reserved / allocated by PyTorch; latency depends on that GPU."
+        )
     if facts["imported"]:
-        out.append("Imported published results: no per-item scores, so efficacy is the accuracy / exact match the "
-                   "published counts give and intervals are unpaired (conservative); training memory was not "
-                   "published.")
+        out.append(
+            "Imported published results: no per-item scores, so efficacy is the accuracy / exact match the "
+            "published counts give and intervals are unpaired (conservative); training memory was not "
+            "published."
+        )
     for protocol in facts["protocols"]:
         if protocol in PROTOCOL_CAVEAT:
             out.append(f"Protocol: {PROTOCOL_CAVEAT[protocol]}.")
     unanswered = [a["id"] for a in answers if a["status"] in ("not answerable", "insufficient data")]
     if unanswered:
-        out.append(f"Not decided by this study: {', '.join(unanswered)} "
-                   "(not answerable or insufficient data; see their sections).")
+        out.append(
+            f"Not decided by this study: {', '.join(unanswered)} "
+            "(not answerable or insufficient data; see their sections)."
+        )
     if facts["failed"]:
-        out.append(f"{facts['failed']} record{'s' if facts['failed'] != 1 else ''} failed; the questions compare "
-                   "only what finished (see Failed runs).")
+        out.append(
+            f"{facts['failed']} record{'s' if facts['failed'] != 1 else ''} failed; the questions compare "
+            "only what finished (see Failed runs)."
+        )
     return out
 
 
@@ -465,8 +509,10 @@ def figure_html(fig, *, number_: int, caption: str, anchor: str, extra: str = ""
     scale = min(1.0, PRINT_WIDTH_MM / width_mm, PRINT_HEIGHT_MM / height_mm)
     style = f"width:{width_mm * scale:.1f}mm"
     encoded = base64.b64encode(data).decode()
-    return (f'<figure id="{anchor}" class="report-figure"><img src="data:image/png;base64,{encoded}" style="{style}" '
-            f'alt="Figure {number_}">{extra}<figcaption><b>Figure {number_}.</b> {caption}</figcaption></figure>')
+    return (
+        f'<figure id="{anchor}" class="report-figure"><img src="data:image/png;base64,{encoded}" style="{style}" '
+        f'alt="Figure {number_}">{extra}<figcaption><b>Figure {number_}.</b> {caption}</figcaption></figure>'
+    )
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -480,16 +526,44 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 CONFIG_COLUMNS = ("config", "a", "b", "lower", "higher", "top", "full", "adapter", "dominator")
 FIGURE_HEADERS = {
-    "train_task": "Trained on", "task": "Task", "config": "Configuration", "method": "Method", "rank": "Rank",
-    "base": "Base", "score": "Efficacy", "latency_mean_s": "Latency (s)", "train_res_gb": "Train memory, resident (GB)",
-    "train_all_gb": "Train memory, allocated (GB)", "balance": "Balance", "best_set": "Best set", "lower": "Lower rank",
-    "higher": "Higher rank", "measure": "Measure", "low_gb": "Lower rank (GB)", "high_gb": "Higher rank (GB)",
-    "changes": "Changes > 5 %", "comparisons": "Comparisons", "gains": "Gains", "losses": "Losses",
-    "insufficient": "Insufficient data", "ties": "Ties", "changed_share": "Changed (%)",
-    **{f"{name}_latency_s": f"{task.label} latency (s)" for name, task in TASKS.items()}, "serving_gb": "Serving memory (GB)", "cheapest": "Cheapest",
-    "cap_gb": "Cap (GB)", "n_fit": "Fit under cap", "top": "Best", "methods": "Methods in best set",
-    "full": "Full FT", "adapter": "Adapter", "full_gb": "Full FT serving (GB)", "adapter_gb": "Adapter serving (GB)",
-    "full_more_memory": "Full FT heavier", "eval_res_gb": "Serving memory (GB)", "front": "Front",
+    "train_task": "Trained on",
+    "task": "Task",
+    "config": "Configuration",
+    "method": "Method",
+    "rank": "Rank",
+    "base": "Base",
+    "score": "Efficacy",
+    "latency_mean_s": "Latency (s)",
+    "train_res_gb": "Train memory, resident (GB)",
+    "train_all_gb": "Train memory, allocated (GB)",
+    "balance": "Balance",
+    "best_set": "Best set",
+    "lower": "Lower rank",
+    "higher": "Higher rank",
+    "measure": "Measure",
+    "low_gb": "Lower rank (GB)",
+    "high_gb": "Higher rank (GB)",
+    "changes": "Changes > 5 %",
+    "comparisons": "Comparisons",
+    "gains": "Gains",
+    "losses": "Losses",
+    "insufficient": "Insufficient data",
+    "ties": "Ties",
+    "changed_share": "Changed (%)",
+    **{f"{name}_latency_s": f"{task.label} latency (s)" for name, task in TASKS.items()},
+    "serving_gb": "Serving memory (GB)",
+    "cheapest": "Cheapest",
+    "cap_gb": "Cap (GB)",
+    "n_fit": "Fit under cap",
+    "top": "Best",
+    "methods": "Methods in best set",
+    "full": "Full FT",
+    "adapter": "Adapter",
+    "full_gb": "Full FT serving (GB)",
+    "adapter_gb": "Adapter serving (GB)",
+    "full_more_memory": "Full FT heavier",
+    "eval_res_gb": "Serving memory (GB)",
+    "front": "Front",
     "dominator": "Dominated by",
 }
 FIGURE_DIGITS = {"balance": 2, "changed_share": 0, "latency_mean_s": 3, **{f"{name}_latency_s": 3 for name in TASKS}}
@@ -514,8 +588,9 @@ class ReportView:
         if missing(value):
             return DASH
         if isinstance(value, str):
-            return ", ".join(self.label(v.strip()) if v.strip() in self.labels else v.strip()
-                             for v in value.split(", "))
+            return ", ".join(
+                self.label(v.strip()) if v.strip() in self.labels else v.strip() for v in value.split(", ")
+            )
         return cell(value)
 
     def answer(self, qid: str) -> dict:
@@ -538,8 +613,10 @@ class ReportView:
         out = ['<section class="findings"><h2 id="findings">Findings</h2><h4>What was compared</h4><ul class="facts">']
         out += [f"<li>{s}</li>" for s in compared_sentences(facts)]
         out.append("</ul><h4>The nine answers</h4>")
-        out.append('<table class="answers"><thead><tr><th class="text">Question</th><th class="text">Answer</th>'
-                   '<th class="text">Verdict</th><th class="text">Reference study</th></tr></thead><tbody>')
+        out.append(
+            '<table class="answers"><thead><tr><th class="text">Question</th><th class="text">Answer</th>'
+            '<th class="text">Verdict</th><th class="text">Reference study</th></tr></thead><tbody>'
+        )
         for a in self.answers:
             agree = AGREEMENT_TEXT[a["agrees_with_reference"]]
             out.append(
@@ -547,8 +624,9 @@ class ReportView:
                 f'<td class="text">{html.escape(headline(a, self.labels, limit=180))}</td>'
                 f'<td class="text"><span class="badge {STATUS_CLASS[a["status"]]}">{html.escape(a["status"])}</span></td>'
                 f'<td class="text"><span class="agree-{agree}">{agree}</span>: {html.escape(a["reference_answer"])}'
-                "</td></tr>")
-        out.append("</tbody></table><h4>Caveats</h4><ul class=\"caveats\">")
+                "</td></tr>"
+            )
+        out.append('</tbody></table><h4>Caveats</h4><ul class="caveats">')
         out += [f"<li>{html.escape(c)}</li>" for c in caveats(self.records, self.answers)]
         out.append("</ul></section>")
         return "".join(out)
@@ -571,20 +649,25 @@ class ReportView:
         sentences = [headline(a, self.labels, limit=400)]
         keys = key_comparisons(a["comparisons"])
         if len(keys):
-            sentences.append("Key differences (adjusted intervals): " + "; ".join(comparison_sentence(c, self.labels)
-                                                             for _, c in keys.iterrows()) + ".")
+            sentences.append(
+                "Key differences (adjusted intervals): "
+                + "; ".join(comparison_sentence(c, self.labels) for _, c in keys.iterrows())
+                + "."
+            )
         counts = verdict_counts(a["comparisons"])
         if counts:
             sentences.append(counts)
         body = self._question_body(a)
-        return (f'<section class="question" id="{qid.lower()}"><div class="question-head">'
-                f"<h3>{qid}. {html.escape(a['question'])}</h3>"
-                f'<p class="verdict"><span class="badge {STATUS_CLASS[a["status"]]}">{html.escape(a["status"])}</span>'
-                f' <span class="agree-{agree}">{AGREEMENT_SENTENCE[a["agrees_with_reference"]]}</span> '
-                f"(its answer: “{html.escape(a['reference_answer'])}”)</p>"
-                f"<p>{' '.join(html.escape(s) for s in sentences)}</p></div>{body}"
-                f'<p class="more">Every row and comparison: <a href="#appendix-{qid.lower()}">Appendix, {qid}</a>.</p>'
-                "</section>")
+        return (
+            f'<section class="question" id="{qid.lower()}"><div class="question-head">'
+            f"<h3>{qid}. {html.escape(a['question'])}</h3>"
+            f'<p class="verdict"><span class="badge {STATUS_CLASS[a["status"]]}">{html.escape(a["status"])}</span>'
+            f' <span class="agree-{agree}">{AGREEMENT_SENTENCE[a["agrees_with_reference"]]}</span> '
+            f"(its answer: “{html.escape(a['reference_answer'])}”)</p>"
+            f"<p>{' '.join(html.escape(s) for s in sentences)}</p></div>{body}"
+            f'<p class="more">Every row and comparison: <a href="#appendix-{qid.lower()}">Appendix, {qid}</a>.</p>'
+            "</section>"
+        )
 
     def _question_body(self, a: dict) -> str:
         builder = getattr(self, f"_body_{a['id'].lower()}", None)
@@ -608,8 +691,9 @@ class ReportView:
             for kind, hit in (("eff", g[g["metric"] != "latency_s"]), ("lat", g[g["metric"] == "latency_s"])):
                 if len(hit):
                     c = hit.iloc[0]
-                    row[kind] = (f"{interval(c['diff'], c['ci_low'], c['ci_high'], digits_of(c['metric']))} "
-                                 f"({_side_word(c)})")
+                    row[kind] = (
+                        f"{interval(c['diff'], c['ci_low'], c['ci_high'], digits_of(c['metric']))} ({_side_word(c)})"
+                    )
                     if kind == "eff":
                         row["measure"] = MEASURE_SHORT.get(c["metric"], c["metric"])
             rows.append(row)
@@ -622,10 +706,16 @@ class ReportView:
         memory = next((c for c in ("train_all_gb", "train_res_gb") if c in f.columns), None)
         f = f.sort_values(["train_task", "balance"], ascending=[True, False], kind="stable")
         f = f.groupby("train_task", sort=False).head(max(3, MAX_ROWS // max(f["train_task"].nunique(), 1)))
-        f = f.assign(measure=[MEASURE_SHORT.get(self._metric_of(c, t), "") for c, t in zip(f["config"], f["train_task"])])
-        cols = [Column("train_task", "Trained on", task_name, True), Column("config", "Configuration", self.label, True),
-                Column("score", "In-domain efficacy", lambda v: number(v, 1)), Column("measure", "Measure", None, True),
-                Column("latency_mean_s", "Latency (s)", lambda v: number(v, 3))]
+        f = f.assign(
+            measure=[MEASURE_SHORT.get(self._metric_of(c, t), "") for c, t in zip(f["config"], f["train_task"])]
+        )
+        cols = [
+            Column("train_task", "Trained on", task_name, True),
+            Column("config", "Configuration", self.label, True),
+            Column("score", "In-domain efficacy", lambda v: number(v, 1)),
+            Column("measure", "Measure", None, True),
+            Column("latency_mean_s", "Latency (s)", lambda v: number(v, 3)),
+        ]
         if memory:
             cols.append(Column(memory, "Train memory (GB)", lambda v: number(v, 2)))
         cols += [Column("balance", "Balance", lambda v: number(v, 2)), Column("best_set", "Best set", yes_no, True)]
@@ -635,13 +725,20 @@ class ReportView:
         c = a["comparisons"]
         if c.empty:
             return ""
-        rows = c.assign(measure=c["metric"].map(lambda m: MEASURE_SHORT.get(m, m)),
-                        diff_text=[interval(r.diff, r.ci_low, r.ci_high, digits_of(r.metric)) for r in c.itertuples()],
-                        verdict_text=[_side_word(r) for _, r in c.iterrows()])
-        cols = [Column("a", "Adapter", self.label, True), Column("b", "Against", self.label, True),
-                Column("task", "Task", task_name, True), Column("measure", "Measure", None, True),
-                Column("diff_text", "Adapter − other [interval]", None), Column("n", "n", lambda v: number(v, 0)),
-                Column("verdict_text", "Adapter is", None, True)]
+        rows = c.assign(
+            measure=c["metric"].map(lambda m: MEASURE_SHORT.get(m, m)),
+            diff_text=[interval(r.diff, r.ci_low, r.ci_high, digits_of(r.metric)) for r in c.itertuples()],
+            verdict_text=[_side_word(r) for _, r in c.iterrows()],
+        )
+        cols = [
+            Column("a", "Adapter", self.label, True),
+            Column("b", "Against", self.label, True),
+            Column("task", "Task", task_name, True),
+            Column("measure", "Measure", None, True),
+            Column("diff_text", "Adapter − other [interval]", None),
+            Column("n", "n", lambda v: number(v, 0)),
+            Column("verdict_text", "Adapter is", None, True),
+        ]
         return self._capped(rows, cols, "Q2", "comparisons")
 
     def _body_q3(self, a: dict) -> str:
@@ -652,12 +749,21 @@ class ReportView:
         memory = a["figures"]
         if len(memory) and "measure" in memory:
             serving = memory[memory["measure"] == "serving memory"].set_index(["lower", "higher"])
-            pairs["memory"] = [f"{number(serving.loc[(b, a_), 'low_gb'], 2)} → {number(serving.loc[(b, a_), 'high_gb'], 2)}"
-                               if (b, a_) in serving.index else DASH for a_, b in zip(pairs["a"], pairs["b"])]
-        cols = [Column("b", "Lower rank", self.label, True), Column("a", "Higher rank", self.label, True),
-                Column("measure", "Measure", None, True), Column("eff", "Efficacy: higher − lower", None),
-                Column("lat", "Latency (s): higher − lower", None),
-                Column("memory", "Serving memory (GB)", None), Column("n", "n", lambda v: number(v, 0))]
+            pairs["memory"] = [
+                f"{number(serving.loc[(b, a_), 'low_gb'], 2)} → {number(serving.loc[(b, a_), 'high_gb'], 2)}"
+                if (b, a_) in serving.index
+                else DASH
+                for a_, b in zip(pairs["a"], pairs["b"])
+            ]
+        cols = [
+            Column("b", "Lower rank", self.label, True),
+            Column("a", "Higher rank", self.label, True),
+            Column("measure", "Measure", None, True),
+            Column("eff", "Efficacy: higher − lower", None),
+            Column("lat", "Latency (s): higher − lower", None),
+            Column("memory", "Serving memory (GB)", None),
+            Column("n", "n", lambda v: number(v, 0)),
+        ]
         return self._capped(pairs, cols, "Q3", "rank pairs")
 
     def _body_q4(self, a: dict) -> str:
@@ -670,20 +776,26 @@ class ReportView:
         latency = [c for c in f.columns if c.endswith("_latency_s")]
         f = f.assign(_mean=f[latency].mean(axis=1)).sort_values(["cheapest", "_mean"], ascending=[False, True])
         cols = [Column("config", "Configuration", self.label, True)]
-        cols += [Column(c, f"{task_name(c[:-len('_latency_s')])} latency (s)", lambda v: number(v, 3)) for c in latency]
-        cols += [Column("serving_gb", "Serving memory (GB)", lambda v: number(v, 2)),
-                 Column("cheapest", "Cheapest", yes_no, True)]
+        cols += [
+            Column(c, f"{task_name(c[: -len('_latency_s')])} latency (s)", lambda v: number(v, 3)) for c in latency
+        ]
+        cols += [
+            Column("serving_gb", "Serving memory (GB)", lambda v: number(v, 2)),
+            Column("cheapest", "Cheapest", yes_no, True),
+        ]
         return self._capped(f, cols, "Q5", "configurations (fastest first)")
 
     def _body_q6(self, a: dict) -> str:
         f = a["figures"]
         if f.empty:
             return ""
-        cols = [Column("train_task", "Trained on", task_name, True), Column("cap_gb", "Memory cap (GB)",
-                                                                             lambda v: number(v, 2)),
-                Column("n_fit", "Configurations under it", lambda v: number(v, 0)),
-                Column("top", "Most effective", self.label, True), Column("methods", "Methods not beaten by it", None,
-                                                                          True)]
+        cols = [
+            Column("train_task", "Trained on", task_name, True),
+            Column("cap_gb", "Memory cap (GB)", lambda v: number(v, 2)),
+            Column("n_fit", "Configurations under it", lambda v: number(v, 0)),
+            Column("top", "Most effective", self.label, True),
+            Column("methods", "Methods not beaten by it", None, True),
+        ]
         return self._capped(f, cols, "Q6")
 
     def _body_q7(self, a: dict) -> str:
@@ -691,10 +803,14 @@ class ReportView:
         if c.empty:
             return ""
         pairs = self._pairs(c)
-        cols = [Column("a", "Adapter (trained and evaluated on)", self.label, True),
-                Column("b", "Untuned", self.label, True), Column("measure", "Measure", None, True),
-                Column("eff", "Efficacy: adapter − untuned", None), Column("lat", "Latency (s): adapter − untuned", None),
-                Column("n", "n", lambda v: number(v, 0))]
+        cols = [
+            Column("a", "Adapter (trained and evaluated on)", self.label, True),
+            Column("b", "Untuned", self.label, True),
+            Column("measure", "Measure", None, True),
+            Column("eff", "Efficacy: adapter − untuned", None),
+            Column("lat", "Latency (s): adapter − untuned", None),
+            Column("n", "n", lambda v: number(v, 0)),
+        ]
         return self._capped(pairs, cols, "Q7", "adapters")
 
     def _body_q8(self, a: dict) -> str:
@@ -705,21 +821,33 @@ class ReportView:
         memory = a["figures"]
         if len(memory) and "adapter" in memory:
             m = memory.set_index(["full", "adapter"])
-            pairs["memory"] = [f"{number(m.loc[(x, y), 'full_gb'], 2)} / {number(m.loc[(x, y), 'adapter_gb'], 2)}"
-                               if (x, y) in m.index else DASH for x, y in zip(pairs["a"], pairs["b"])]
-        cols = [Column("b", "Adapter (trained and evaluated on)", self.label, True),
-                Column("measure", "Measure", None, True), Column("eff", "Efficacy: full FT − adapter", None),
-                Column("lat", "Latency (s): full FT − adapter", None),
-                Column("memory", "Serving GB: full FT / adapter", None),
-                Column("n", "n", lambda v: number(v, 0))]
+            pairs["memory"] = [
+                f"{number(m.loc[(x, y), 'full_gb'], 2)} / {number(m.loc[(x, y), 'adapter_gb'], 2)}"
+                if (x, y) in m.index
+                else DASH
+                for x, y in zip(pairs["a"], pairs["b"])
+            ]
+        cols = [
+            Column("b", "Adapter (trained and evaluated on)", self.label, True),
+            Column("measure", "Measure", None, True),
+            Column("eff", "Efficacy: full FT − adapter", None),
+            Column("lat", "Latency (s): full FT − adapter", None),
+            Column("memory", "Serving GB: full FT / adapter", None),
+            Column("n", "n", lambda v: number(v, 0)),
+        ]
         return self._capped(pairs, cols, "Q8", "adapters")
 
     def _body_q9(self, a: dict) -> str:
         return self.pareto_figure_html()
 
     # --- figures -----------------------------------------------------------------------
-    def pareto_figure_html(self, *, cost: str = "latency_mean_s", cost_label: str = "batch-1 latency per reply (s)",
-                           key: str = "pareto-latency") -> str:
+    def pareto_figure_html(
+        self,
+        *,
+        cost: str = "latency_mean_s",
+        cost_label: str = "batch-1 latency per reply (s)",
+        key: str = "pareto-latency",
+    ) -> str:
         from .plots import pareto_numbers, plot_pareto
         from .stats import pareto_front
 
@@ -735,15 +863,23 @@ class ReportView:
             front = g[pareto_front(g, {"score": True, cost: False})]
             best = g.loc[g["score"].idxmax()]
             cheap = g.loc[g[cost].idxmin()]
-            facts.append(f"{task_name(task)}: {len(front)} of {len(g)} on the front, most effective "
-                         f"{self.label(best['config'])} ({number(best['score'], digits_of(best['score_metric']))}), "
-                         f"cheapest {self.label(cheap['config'])} ({number(cheap[cost], 3 if 'latency' in cost else 2)})")
+            facts.append(
+                f"{task_name(task)}: {len(front)} of {len(g)} on the front, most effective "
+                f"{self.label(best['config'])} ({number(best['score'], digits_of(best['score_metric']))}), "
+                f"cheapest {self.label(cheap['config'])} ({number(cheap[cost], 3 if 'latency' in cost else 2)})"
+            )
         what = "batch-1 latency" if cost == "latency_mean_s" else "serving memory"
-        caption = (f"Efficacy against {what}, one numbered point per configuration (seeds averaged); up and to the left "
-                   "is better. Ringed points, joined by the dashed line, are non-dominated on these two axes. "
-                   + "; ".join(facts) + ".")
-        key_html = '<p class="figure-key">' + " · ".join(
-            f"<b>{i}</b> {html.escape(self.label(c))}" for c, i in numbers.items()) + "</p>"
+        caption = (
+            f"Efficacy against {what}, one numbered point per configuration (seeds averaged); up and to the left "
+            "is better. Ringed points, joined by the dashed line, are non-dominated on these two axes. "
+            + "; ".join(facts)
+            + "."
+        )
+        key_html = (
+            '<p class="figure-key">'
+            + " · ".join(f"<b>{i}</b> {html.escape(self.label(c))}" for c, i in numbers.items())
+            + "</p>"
+        )
         return figure_html(fig, number_=n, caption=html.escape(caption), anchor=f"figure-{key}", extra=key_html)
 
     def transfer_figure_html(self) -> str:
@@ -758,15 +894,22 @@ class ReportView:
             worst, best = off.loc[off["change"].idxmin()], off.loc[off["change"].idxmax()]
             for word, r in (("largest off-task loss", worst), ("largest off-task gain", best)):
                 d = digits_of(self._metric_of(r["config"], r["task"]))
-                facts.append(f"{word}: {self.label(r['config'])} on {task_name(r['task'])} "
-                             f"({number(r['change'], d, signed=True)}, untuned {number(r['base_score'], d)})")
+                facts.append(
+                    f"{word}: {self.label(r['config'])} on {task_name(r['task'])} "
+                    f"({number(r['change'], d, signed=True)}, untuned {number(r['base_score'], d)})"
+                )
         undefined = m[m["relative"].isna()]
-        caption = ("Efficacy change of each trained configuration (rows) on each evaluation task (columns) against the "
-                   "untuned model of the same base. Colour: relative change, comparable across tasks (blue better, red "
-                   "worse); text: the change in the task's own unit; outlined: the training task (in-domain). "
-                   + (("; ".join(facts) + ".")[:1].upper() + ("; ".join(facts) + ".")[1:] if facts else "")
-                   + (f" Grey cells: the untuned base scores 0, so no relative change ({len(undefined)} cells)."
-                      if len(undefined) else ""))
+        caption = (
+            "Efficacy change of each trained configuration (rows) on each evaluation task (columns) against the "
+            "untuned model of the same base. Colour: relative change, comparable across tasks (blue better, red "
+            "worse); text: the change in the task's own unit; outlined: the training task (in-domain). "
+            + (("; ".join(facts) + ".")[:1].upper() + ("; ".join(facts) + ".")[1:] if facts else "")
+            + (
+                f" Grey cells: the untuned base scores 0, so no relative change ({len(undefined)} cells)."
+                if len(undefined)
+                else ""
+            )
+        )
         return figure_html(fig, number_=n, caption=html.escape(caption), anchor="figure-transfer")
 
     @_shown
@@ -777,19 +920,32 @@ class ReportView:
         evals = self.records.evals.copy()
         evals["model"] = evals["config"].map(self.label)
         if name == "pareto-memory":
-            return self.pareto_figure_html(cost="eval_res_gb", cost_label="serving memory, batch-1 peak (GB)",
-                                           key="pareto-memory")
+            return self.pareto_figure_html(
+                cost="eval_res_gb", cost_label="serving memory, batch-1 peak (GB)", key="pareto-memory"
+            )
         if name == "rank":
-            fig, caption = plots.plot_rank(evals), (
-                "Efficacy against adapter rank (log scale), one line per method and training task; with several seeds "
-                "the bars are their standard deviation. Flat lines: rank does not change efficacy.")
+            fig, caption = (
+                plots.plot_rank(evals),
+                (
+                    "Efficacy against adapter rank (log scale), one line per method and training task; with several seeds "
+                    "the bars are their standard deviation. Flat lines: rank does not change efficacy."
+                ),
+            )
         elif name == "latency":
-            fig, caption = plots.plot_latency_split(evals), (
-                "Batch-1 latency split into its two factors: generated tokens per reply (left) and seconds per token "
-                "(right). A long bar on the left means the model writes long replies; on the right, a slower model.")
+            fig, caption = (
+                plots.plot_latency_split(evals),
+                (
+                    "Batch-1 latency split into its two factors: generated tokens per reply (left) and seconds per token "
+                    "(right). A long bar on the left means the model writes long replies; on the right, a slower model."
+                ),
+            )
         elif name == "parse":
-            fig, caption = plots.plot_parse_rates(evals), (
-                "Share of replies with an answer in \\boxed{}, per model and task. An unparsed reply scores as wrong.")
+            fig, caption = (
+                plots.plot_parse_rates(evals),
+                (
+                    "Share of replies with an answer in \\boxed{}, per model and task. An unparsed reply scores as wrong."
+                ),
+            )
         else:
             raise ValueError(f"unknown figure {name!r}")
         n = self._next_figure(name)
@@ -802,34 +958,56 @@ class ReportView:
         out = []
         for a in self.answers:
             qid = a["id"]
-            parts = [f"<p><b>Answer as computed:</b> {html.escape(relabel(a['answer'], self.labels))}</p>",
-                     f"<p><b>How:</b> {html.escape(a['how'])}</p>"]
+            parts = [
+                f"<p><b>Answer as computed:</b> {html.escape(relabel(a['answer'], self.labels))}</p>",
+                f"<p><b>How:</b> {html.escape(a['how'])}</p>",
+            ]
             f = a["figures"]
             if isinstance(f, pd.DataFrame) and len(f):
-                cols = [Column(k, FIGURE_HEADERS.get(k, k.replace("_", " ")),
-                               self._labels_in if k in CONFIG_COLUMNS or k == "best_set" and f[k].dtype == object
-                               else _figure_fmt(k), _is_text(f[k]) or k in CONFIG_COLUMNS)
-                        for k in f.columns if k not in ("method_key",)]
+                cols = [
+                    Column(
+                        k,
+                        FIGURE_HEADERS.get(k, k.replace("_", " ")),
+                        self._labels_in
+                        if k in CONFIG_COLUMNS or k == "best_set" and f[k].dtype == object
+                        else _figure_fmt(k),
+                        _is_text(f[k]) or k in CONFIG_COLUMNS,
+                    )
+                    for k in f.columns
+                    if k not in ("method_key",)
+                ]
                 parts.append(table_html(f, cols, classes="full"))
             c = a["comparisons"]
             if isinstance(c, pd.DataFrame) and len(c):
-                parts.append(f"<p><i>{len(c)} comparisons, Holm family of {int(c['family_size'].iloc[0])} tested. "
-                             "A − B in the measure's unit; interval at the level Holm tests it at; MDE: smallest "
-                             "difference detectable with 80 % power.</i></p>")
-                view = c.assign(measure=c["metric"].map(lambda m: MEASURE_SHORT.get(m, m) if isinstance(m, str) else m),
-                                diff_text=[interval(r.diff, r.ci_low, r.ci_high, digits_of(r.metric))
-                                           for r in c.itertuples()],
-                                mde_text=[number(r.mde, digits_of(r.metric)) for r in c.itertuples()],
-                                p_text=[_p_value(v) for v in c["p_adjusted"]],
-                                verdict_text=[_verdict_word(r) for _, r in c.iterrows()])
-                cols = [Column("a", "A", self.label, True), Column("b", "B", self.label, True),
-                        Column("task", "Task", task_name, True), Column("measure", "Measure", None, True),
-                        Column("n", "n", lambda v: number(v, 0)), Column("diff_text", "A − B [adj. interval]", None),
-                        Column("p_text", "p (Holm)", None), Column("mde_text", "MDE", None),
-                        Column("verdict_text", "Verdict", None, True), Column("note", "Note", _note, True)]
+                parts.append(
+                    f"<p><i>{len(c)} comparisons, Holm family of {int(c['family_size'].iloc[0])} tested. "
+                    "A − B in the measure's unit; interval at the level Holm tests it at; MDE: smallest "
+                    "difference detectable with 80 % power.</i></p>"
+                )
+                view = c.assign(
+                    measure=c["metric"].map(lambda m: MEASURE_SHORT.get(m, m) if isinstance(m, str) else m),
+                    diff_text=[interval(r.diff, r.ci_low, r.ci_high, digits_of(r.metric)) for r in c.itertuples()],
+                    mde_text=[number(r.mde, digits_of(r.metric)) for r in c.itertuples()],
+                    p_text=[_p_value(v) for v in c["p_adjusted"]],
+                    verdict_text=[_verdict_word(r) for _, r in c.iterrows()],
+                )
+                cols = [
+                    Column("a", "A", self.label, True),
+                    Column("b", "B", self.label, True),
+                    Column("task", "Task", task_name, True),
+                    Column("measure", "Measure", None, True),
+                    Column("n", "n", lambda v: number(v, 0)),
+                    Column("diff_text", "A − B [adj. interval]", None),
+                    Column("p_text", "p (Holm)", None),
+                    Column("mde_text", "MDE", None),
+                    Column("verdict_text", "Verdict", None, True),
+                    Column("note", "Note", _note, True),
+                ]
                 parts.append(table_html(view, cols, classes="full"))
-            out.append(f'<details class="appendix-question"><summary><h3 id="appendix-{qid.lower()}">{qid}. '
-                       f"{html.escape(a['question'])}</h3></summary>{''.join(parts)}</details>")
+            out.append(
+                f'<details class="appendix-question"><summary><h3 id="appendix-{qid.lower()}">{qid}. '
+                f"{html.escape(a['question'])}</h3></summary>{''.join(parts)}</details>"
+            )
         return "".join(out)
 
     @_shown
@@ -837,12 +1015,20 @@ class ReportView:
         from .questions import HOW, QUESTIONS, how_table
 
         common = how_table(alpha=alpha, min_n=min_n, n_boot=n_boot).iloc[0]
-        items = "".join(f"<li><b>{html.escape(k.capitalize())}:</b> {html.escape(str(common[k]))}</li>"
-                        for k in ("measure", "resampling unit", "interval", "correction", "minimum n"))
+        items = "".join(
+            f"<li><b>{html.escape(k.capitalize())}:</b> {html.escape(str(common[k]))}</li>"
+            for k in ("measure", "resampling unit", "interval", "correction", "minimum n")
+        )
         rows = pd.DataFrame([{"id": qid, "question": q, "how": HOW[qid]} for qid, q, _ in QUESTIONS])
-        return (f"<ul>{items}</ul>" + table_html(rows, [Column("id", "", None, True),
-                                                       Column("question", "Question", None, True),
-                                                       Column("how", "Comparisons", None, True)], classes="full"))
+        return f"<ul>{items}</ul>" + table_html(
+            rows,
+            [
+                Column("id", "", None, True),
+                Column("question", "Question", None, True),
+                Column("how", "Comparisons", None, True),
+            ],
+            classes="full",
+        )
 
     @_shown
     def failures_html(self) -> str:
@@ -855,10 +1041,16 @@ class ReportView:
         if failed.empty:
             return "<p>Every training run and evaluation finished.</p>"
         failed["error_text"] = failed["error"].map(_error_text) if "error" in failed else DASH
-        return table_html(failed, [Column("kind", "Record", None, True), Column("config", "Configuration", self.label,
-                                                                                True),
-                                   Column("task", "Task", task_name, True), Column("error_text", "Error", None, True)],
-                          classes="full")
+        return table_html(
+            failed,
+            [
+                Column("kind", "Record", None, True),
+                Column("config", "Configuration", self.label, True),
+                Column("task", "Task", task_name, True),
+                Column("error_text", "Error", None, True),
+            ],
+            classes="full",
+        )
 
     @_shown
     def comparison_html(self, compared: pd.DataFrame | None, note: str = "") -> str:
@@ -867,12 +1059,18 @@ class ReportView:
             return f"<p>{html.escape(note or 'No other study to compare with.')}</p>"
         status = [c for c in compared.columns if c.startswith("status_")]
         agrees = [c for c in compared.columns if c.startswith("agrees_")]
-        names = [c[len("status_"):] for c in status]
+        names = [c[len("status_") :] for c in status]
         cols = [Column("id", "", None, True), Column("question", "Question", None, True)]
         for name, s, g in zip(names, status, agrees):
-            cols += [Column(s, f"Verdict, {name}", None, True),
-                     Column(g, f"Agrees with reference, {name}", lambda v: AGREEMENT_TEXT.get(
-                         None if missing(v) else bool(v), DASH), True)]
+            cols += [
+                Column(s, f"Verdict, {name}", None, True),
+                Column(
+                    g,
+                    f"Agrees with reference, {name}",
+                    lambda v: AGREEMENT_TEXT.get(None if missing(v) else bool(v), DASH),
+                    True,
+                ),
+            ]
         cols.append(Column("agreement_changed", "Agreement changed", yes_no, True))
         return table_html(compared, cols)
 
@@ -884,16 +1082,30 @@ class ReportView:
         rows = []
         for _, r in frame.iterrows():
             versions = _json_or_empty(r["versions"])
-            rows.append({"what": r["what"], "commit": (r["commit"] or "")[:10] if isinstance(r["commit"], str) else None,
-                         "dirty": r["dirty"], "device": r["device"],
-                         **{k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "trl")}})
+            rows.append(
+                {
+                    "what": r["what"],
+                    "commit": (r["commit"] or "")[:10] if isinstance(r["commit"], str) else None,
+                    "dirty": r["dirty"],
+                    "device": r["device"],
+                    **{k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "trl")},
+                }
+            )
         view = pd.DataFrame(rows)
-        return table_html(view, [Column("what", "Record (first with these versions)", None, True),
-                                 Column("commit", "Git commit", None, True), Column("dirty", "Uncommitted changes",
-                                                                                  yes_no, True),
-                                 Column("device", "Device", None, True)]
-                          + [Column(k, k.capitalize() if k != "trl" else "TRL", None, True)
-                             for k in ("python", "torch", "transformers", "peft", "trl")], classes="full")
+        return table_html(
+            view,
+            [
+                Column("what", "Record (first with these versions)", None, True),
+                Column("commit", "Git commit", None, True),
+                Column("dirty", "Uncommitted changes", yes_no, True),
+                Column("device", "Device", None, True),
+            ]
+            + [
+                Column(k, k.capitalize() if k != "trl" else "TRL", None, True)
+                for k in ("python", "torch", "transformers", "peft", "trl")
+            ],
+            classes="full",
+        )
 
 
 def _is_text(values: pd.Series) -> bool:
@@ -918,8 +1130,9 @@ def _verdict_word(c) -> str:
 
 def _side_word(c) -> str:
     """The verdict from A's side: better, worse, tie, or insufficient data."""
-    return {"a better": "better", "b better": "worse", "insufficient data": "too few items"}.get(c["verdict"],
-                                                                                               str(c["verdict"]))
+    return {"a better": "better", "b better": "worse", "insufficient data": "too few items"}.get(
+        c["verdict"], str(c["verdict"])
+    )
 
 
 def _p_value(value: Any) -> str:
@@ -948,5 +1161,18 @@ def _json_or_empty(text: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["Column", "ReportView", "caveats", "comparison_sentence", "compared_sentences", "figure_html", "headline",
-           "key_comparisons", "number", "relabel", "short_labels", "study_facts", "table_html"]
+__all__ = [
+    "Column",
+    "ReportView",
+    "caveats",
+    "comparison_sentence",
+    "compared_sentences",
+    "figure_html",
+    "headline",
+    "key_comparisons",
+    "number",
+    "relabel",
+    "short_labels",
+    "study_facts",
+    "table_html",
+]

@@ -141,17 +141,27 @@ def reusable_record(path: str | os.PathLike, config_hash: str, force: bool, what
     if record.get("config_hash") != config_hash:
         raise ConfigError(
             f"{path} already holds a finished {what} of another configuration (hash {record.get('config_hash')}, "
-            f"this one {config_hash}); choose another out_dir or set force=true")
+            f"this one {config_hash}); choose another out_dir or set force=true"
+        )
     return record
 
 
 def git_state() -> dict:
     root = repo_root()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
@@ -171,21 +181,30 @@ def determinism(device: str | None) -> dict:
     """What decides whether rerunning this record's config reproduces it bit for bit."""
     import torch
 
-    info = {"seeded": "data order, adapter initialisation and VeRA's random bases follow config['seed']",
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    info = {
+        "seeded": "data order, adapter initialisation and VeRA's random bases follow config['seed']",
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
     if device and device.startswith("cuda"):
         info["cudnn_deterministic"] = torch.backends.cudnn.deterministic
         info["cudnn_benchmark"] = torch.backends.cudnn.benchmark
         info["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
         info["nondeterministic_because"] = [
-            reason for reason, on in (
-                ("torch.use_deterministic_algorithms is off (atomic adds in backward passes and SDPA kernels)",
-                 not torch.are_deterministic_algorithms_enabled()),
-                ("CUBLAS_WORKSPACE_CONFIG is unset (cuBLAS may pick different reduction orders)",
-                 not os.environ.get("CUBLAS_WORKSPACE_CONFIG")),
+            reason
+            for reason, on in (
+                (
+                    "torch.use_deterministic_algorithms is off (atomic adds in backward passes and SDPA kernels)",
+                    not torch.are_deterministic_algorithms_enabled(),
+                ),
+                (
+                    "CUBLAS_WORKSPACE_CONFIG is unset (cuBLAS may pick different reduction orders)",
+                    not os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+                ),
                 ("cudnn.benchmark is on (kernel choice depends on timing)", torch.backends.cudnn.benchmark),
                 ("batched generation pads prompts: batch composition can change low-order bits", True),
-            ) if on]
+            )
+            if on
+        ]
     else:
         info["nondeterministic_because"] = []  # CPU kernels here are repeatable for a fixed thread count
         info["threads"] = torch.get_num_threads()

@@ -188,9 +188,7 @@ def _maybe_round(value: float | None, digits: int, rounded: bool) -> float | Non
     return round(value, digits)
 
 
-def reference_metrics(
-    task: str, replies: Sequence[str], golds: Sequence[Any], *, rounded: bool = True
-) -> dict:
+def reference_metrics(task: str, replies: Sequence[str], golds: Sequence[Any], *, rounded: bool = True) -> dict:
     """The reference study's computation, with its keys and units.
 
     * ``arc``: ``{macro_f1 (0..1), accuracy (%), format_success_rate (%)}``. Gold
@@ -398,9 +396,7 @@ def _parse_arc(content: str) -> str | None:
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _FRAC_RE = re.compile(rf"([-+]?)\s*\\frac\s*\{{\s*({_NUM})\s*\}}\s*\{{\s*({_NUM})\s*\}}")
 _FRAC_SHORT_RE = re.compile(r"([-+]?)\s*\\frac\s*(\d)\s*(\d)")
-_SCI_RE = re.compile(
-    rf"({_NUM})\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*(?:\{{\s*([-+]?\d+)\s*\}}|([-+]?\d+))"
-)
+_SCI_RE = re.compile(rf"({_NUM})\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*(?:\{{\s*([-+]?\d+)\s*\}}|([-+]?\d+))")
 _SLASH_RE = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
 _PLAIN_RE = re.compile(_NUM)
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])(\d{1,3})((?:,\d{3})+)(?![\d,])")
@@ -766,8 +762,14 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
 def score_arc(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
     letter = _arc_gold_letter(gold)
     ref_pred = _ref_normalize_arc_option(ref_boxed)
-    return {"parsed": value or "", "parsed_ok": ok, "score": float(value == letter), "gold_letter": letter,
-            "ref_parsed": ref_pred or "", "ref_score": float(ref_pred is not None and ref_pred == _ref_arc_gold(gold))}
+    return {
+        "parsed": value or "",
+        "parsed_ok": ok,
+        "score": float(value == letter),
+        "gold_letter": letter,
+        "ref_parsed": ref_pred or "",
+        "ref_score": float(ref_pred is not None and ref_pred == _ref_arc_gold(gold)),
+    }
 
 
 def score_openmath(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
@@ -775,10 +777,15 @@ def score_openmath(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> 
     diff = abs(value - gold_num) if ok else math.nan
     ref_pred = (ref_boxed or "").strip()
     boxed = extract_boxed(reply)
-    return {"parsed": repr(value) if ok else "", "parsed_ok": ok,
-            "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))), "abs_diff": diff,
-            "math_verify_ok": boxed is not None and math_equivalent(boxed, gold),
-            "ref_parsed": ref_pred, "ref_score": float(_ref_math_item(gold, ref_pred)[0])}
+    return {
+        "parsed": repr(value) if ok else "",
+        "parsed_ok": ok,
+        "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))),
+        "abs_diff": diff,
+        "math_verify_ok": boxed is not None and math_equivalent(boxed, gold),
+        "ref_parsed": ref_pred,
+        "ref_score": float(_ref_math_item(gold, ref_pred)[0]),
+    }
 
 
 def score_squad(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
@@ -786,9 +793,15 @@ def score_squad(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dic
     ref_pred = (ref_boxed or "").strip()
     # A no-answer phrase that is literally the gold ("None") still matches it.
     readings = {value, _squad_literal(reply)[0]}
-    return {"parsed": value, "parsed_ok": ok, "score": max(compute_f1(a, r) for a in answers for r in readings),
-            "em": float(max(compute_exact(a, r) for a in answers for r in readings)), "has_answer": has_answer,
-            "ref_parsed": ref_pred, "ref_score": _ref_squad_f1(ref_pred, _ref_squad_gold(gold))}
+    return {
+        "parsed": value,
+        "parsed_ok": ok,
+        "score": max(compute_f1(a, r) for a in answers for r in readings),
+        "em": float(max(compute_exact(a, r) for a in answers for r in readings)),
+        "has_answer": has_answer,
+        "ref_parsed": ref_pred,
+        "ref_score": _ref_squad_f1(ref_pred, _ref_squad_gold(gold)),
+    }
 
 
 # --- summaries ------------------------------------------------------------------------
@@ -860,8 +873,10 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
 
 def summarize_arc(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool]) -> dict:
     preds = [p if ok else None for p, ok in zip(items["parsed"], parsed_ok)]
-    return {"accuracy": _mean(scores),
-            "macro_f1": _corrected_macro_f1(list(items["gold_letter"]), preds) if len(items) else None}
+    return {
+        "accuracy": _mean(scores),
+        "macro_f1": _corrected_macro_f1(list(items["gold_letter"]), preds) if len(items) else None,
+    }
 
 
 def summarize_openmath(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool]) -> dict:

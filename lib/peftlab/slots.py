@@ -72,13 +72,17 @@ def parse_gpus(value: str | int | None, env: dict | None = None) -> int:
         return max(1, detect_gpus(env))
     text = str(value).strip()
     if not text.isdigit() or int(text) < 1:
-        raise SlotError(f"GPUS={value!r} is not allowed; allowed: a whole number >= 1 (jobs at once, one per GPU), "
-                        "or 'auto' / unset to use every GPU detected")
+        raise SlotError(
+            f"GPUS={value!r} is not allowed; allowed: a whole number >= 1 (jobs at once, one per GPU), "
+            "or 'auto' / unset to use every GPU detected"
+        )
     gpus = int(text)
     seen = detect_gpus(env)
     if seen and gpus > seen:
-        raise SlotError(f"GPUS={gpus} but this machine shows only {seen} GPU(s); allowed: 1 to {seen} "
-                        "(two jobs are never put on one GPU)")
+        raise SlotError(
+            f"GPUS={gpus} but this machine shows only {seen} GPU(s); allowed: 1 to {seen} "
+            "(two jobs are never put on one GPU)"
+        )
     return gpus
 
 
@@ -102,8 +106,10 @@ def slot_env(slot: int, slots: int, cores: int, env: dict | None = None) -> dict
         devices = visible_devices(env)
         if devices is not None:
             if slot >= len(devices):
-                raise SlotError(f"slot {slot} has no GPU: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} "
-                                f"names {len(devices)}; allowed slots: at most the number of GPUs")
+                raise SlotError(
+                    f"slot {slot} has no GPU: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']!r} "
+                    f"names {len(devices)}; allowed slots: at most the number of GPUs"
+                )
             env["CUDA_VISIBLE_DEVICES"] = devices[slot]
         else:
             env["CUDA_VISIBLE_DEVICES"] = str(slot)
@@ -122,7 +128,7 @@ class Slot:
         self.index: int | None = None
         self._fd: int | None = None
 
-    def __enter__(self) -> "Slot":
+    def __enter__(self) -> Slot:
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         while True:
             for k in range(self.slots):
@@ -146,8 +152,12 @@ class Slot:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m peftlab.slots", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--slots", type=int, default=1,
-                        help="jobs at once on this machine (one per GPU); 0: inside a SLURM job, no slot")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=1,
+        help="jobs at once on this machine (one per GPU); 0: inside a SLURM job, no slot",
+    )
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores shared by the slots")
     parser.add_argument("--lock-dir", default=".snakemake/peftlab-slots")
     parser.add_argument("--detect", action="store_true", help="print the number of GPUs and exit")
@@ -164,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(command, env=env).returncode
     with Slot(args.lock_dir, args.slots) as slot:
         env = slot_env(slot.index, args.slots, args.cores)
-        print(f"slot {slot.index} of {args.slots}: CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(all)')}, "
-              f"{env['OMP_NUM_THREADS']} threads", file=sys.stderr)
+        print(
+            f"slot {slot.index} of {args.slots}: CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(all)')}, "
+            f"{env['OMP_NUM_THREADS']} threads",
+            file=sys.stderr,
+        )
         return subprocess.run(command, env=env).returncode
 
 

@@ -52,8 +52,10 @@ def _query(command: list[str]) -> str:
 def job_state(job_id: str) -> tuple[str | None, str | None]:
     """(state, reason) of a SLURM job: sacct where accounting answers, else squeue (which
     keeps finished jobs for MinJobAge seconds); (None, None) when neither knows it."""
-    for command in (["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,Reason"],
-                    ["squeue", "-j", job_id, "-t", "all", "-h", "-o", "%T|%r"]):
+    for command in (
+        ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,Reason"],
+        ["squeue", "-j", job_id, "-t", "all", "-h", "-o", "%T|%r"],
+    ):
         line = _query(command).splitlines()[:1]
         if line and "|" in line[0]:
             state, _, reason = line[0].partition("|")
@@ -88,23 +90,33 @@ def slurm_failure(log: Path) -> dict | None:
     state, line = found
     kind, advice = ENDED_BY_SLURM[state]
     said = "; ".join(part for part in (f"reason {reason}" if reason else None, line) if part)
-    return {"type": kind, "phase": "slurm",
-            "message": f"SLURM job {job_id} ended with state {state} ({advice})" + (f": {said}" if said else "")
-                       + f"; log {log}",
-            "slurm": {"job_id": job_id, "state": state, "reason": reason, "log_line": line, "log": str(log)}}
+    return {
+        "type": kind,
+        "phase": "slurm",
+        "message": f"SLURM job {job_id} ended with state {state} ({advice})"
+        + (f": {said}" if said else "")
+        + f"; log {log}",
+        "slurm": {"job_id": job_id, "state": state, "reason": reason, "log_line": line, "log": str(log)},
+    }
 
 
 def newest_log(folder: Path, since: float) -> Path | None:
     """The log of the newest SLURM job submitted for one target in this run (written after `since`)."""
-    logs = [p for p in folder.glob("*.log") if p.stem.isdigit() and p.stat().st_mtime >= since] \
-        if folder.is_dir() else []
+    logs = (
+        [p for p in folder.glob("*.log") if p.stem.isdigit() and p.stat().st_mtime >= since] if folder.is_dir() else []
+    )
     return max(logs, key=lambda p: int(p.stem)) if logs else None
 
 
 def _meta() -> dict:
-    return {"versions": package_versions(), "git": git_state(), "host": socket.gethostname(), "device": None,
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "written_by": "the workflow, after SLURM ended the job (the job itself could not)"}
+    return {
+        "versions": package_versions(),
+        "git": git_state(),
+        "host": socket.gethostname(),
+        "device": None,
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "written_by": "the workflow, after SLURM ended the job (the job itself could not)",
+    }
 
 
 def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs", since: float = 0.0) -> list[Path]:
@@ -120,11 +132,20 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
         error = slurm_failure(log) if log else None
         if error:
             config = job.config
-            write_json(path, {"kind": "train", "status": "failed", "config": config,
-                              "config_hash": train_hash(plan, name), "run": name,
-                              "learning_rate": effective_learning_rate(config),
-                              "alpha": recorded_alpha(config),
-                              "error": error, "meta": _meta()})
+            write_json(
+                path,
+                {
+                    "kind": "train",
+                    "status": "failed",
+                    "config": config,
+                    "config_hash": train_hash(plan, name),
+                    "run": name,
+                    "learning_rate": effective_learning_rate(config),
+                    "alpha": recorded_alpha(config),
+                    "error": error,
+                    "meta": _meta(),
+                },
+            )
             written.append(path)
     for model, task in plan.eval_targets():
         path = plan.out / "runs" / model / f"eval-{task}.json"
@@ -133,12 +154,26 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
         if error:
             config = {**plan.models[model].config, "eval_tasks": [task]}
             trained = model in plan.train
-            identity = model_identity(base_model=config["base_model"],
-                                      run_dir=str(plan.out / "runs" / model) if trained else None)
-            chash = config_hash({**config, "task": task, "model": identity.get("train_hash") or identity["base_model"]},
-                                EVAL_IDENTITY_KEYS + ("task", "model"))
-            write_json(path, {"kind": "eval", "status": "failed", "task": task, "model": identity,
-                              "protocol": config["protocol"], "config": config, "config_hash": chash,
-                              "error": error, "meta": _meta()})
+            identity = model_identity(
+                base_model=config["base_model"], run_dir=str(plan.out / "runs" / model) if trained else None
+            )
+            chash = config_hash(
+                {**config, "task": task, "model": identity.get("train_hash") or identity["base_model"]},
+                EVAL_IDENTITY_KEYS + ("task", "model"),
+            )
+            write_json(
+                path,
+                {
+                    "kind": "eval",
+                    "status": "failed",
+                    "task": task,
+                    "model": identity,
+                    "protocol": config["protocol"],
+                    "config": config,
+                    "config_hash": chash,
+                    "error": error,
+                    "meta": _meta(),
+                },
+            )
             written.append(path)
     return written

@@ -47,14 +47,11 @@ def pareto_front(df: pd.DataFrame, objectives: Mapping[str, bool]) -> pd.Series:
     missing = [c for c in objectives if c not in df.columns]
     if missing:
         raise ValueError(
-            f"pareto_front: objective column(s) {missing} not in the frame; "
-            f"available columns: {list(df.columns)}"
+            f"pareto_front: objective column(s) {missing} not in the frame; available columns: {list(df.columns)}"
         )
     for col, hib in objectives.items():
         if not isinstance(hib, (bool, np.bool_)):
-            raise TypeError(
-                f"pareto_front: objectives[{col!r}] must be a bool (higher_is_better), got {hib!r}"
-            )
+            raise TypeError(f"pareto_front: objectives[{col!r}] must be a bool (higher_is_better), got {hib!r}")
 
     n = len(df)
     if n == 0:
@@ -141,8 +138,6 @@ def aggregate_seeds(df: pd.DataFrame, group_cols: Sequence[str], value_cols: Seq
         result[f"{c}_max"] = stats[(c, "max")]
     result["n_seeds"] = grouped.size().astype(int)
     return result.reset_index()
-
-
 
 
 # --------------------------------------------------------------------------------------
@@ -260,8 +255,7 @@ def cluster_bootstrap_diff(
             if len(run) != n_items:
                 raise ValueError(f"cluster_bootstrap_diff: a run has {len(run)} items, the clusters {n_items}")
             if statistic == "mean":
-                out.append(_cluster_sums(np.column_stack([run.astype(float), np.ones(n_items)]), labels,
-                                         n_clusters))
+                out.append(_cluster_sums(np.column_stack([run.astype(float), np.ones(n_items)]), labels, n_clusters))
             elif statistic == "macro_f1":
                 out.append(_cluster_sums(_confusion_rows(run.astype(int), n_classes), labels, n_clusters))
             else:
@@ -304,8 +298,13 @@ def proportion_diff(correct_a: int, n_a: int, correct_b: int, n_b: int) -> dict[
         raise ValueError("proportion_diff: both sides need at least one item")
     pa, pb = (correct_a + 1) / (n_a + 2), (correct_b + 1) / (n_b + 2)
     se = math.sqrt(pa * (1 - pa) / (n_a + 2) + pb * (1 - pb) / (n_b + 2))
-    return {"estimate": correct_a / n_a - correct_b / n_b, "center": pa - pb, "se": se,
-            "n": int(min(n_a, n_b)), "n_clusters": int(min(n_a, n_b))}
+    return {
+        "estimate": correct_a / n_a - correct_b / n_b,
+        "center": pa - pb,
+        "se": se,
+        "n": int(min(n_a, n_b)),
+        "n_clusters": int(min(n_a, n_b)),
+    }
 
 
 def normal_test(center: float, se: float) -> float:

@@ -59,9 +59,9 @@ STUDY_KEYS = {
 
 @dataclass
 class Job:
-    name: str          # the run directory's name
-    kind: str          # train | base
-    config: dict       # the full validated run configuration
+    name: str  # the run directory's name
+    kind: str  # train | base
+    config: dict  # the full validated run configuration
 
 
 @dataclass
@@ -109,8 +109,12 @@ def load_plan(name: str) -> Plan:
     methods = spec.get("methods", {}) or {}
     train_tasks = spec.get("train_tasks", [])
     seeds = spec.get("seeds", [0])
-    for key, value in (("trained_base_models", trained), ("untuned_base_models", untuned),
-                       ("train_tasks", train_tasks), ("seeds", seeds)):
+    for key, value in (
+        ("trained_base_models", trained),
+        ("untuned_base_models", untuned),
+        ("train_tasks", train_tasks),
+        ("seeds", seeds),
+    ):
         if not isinstance(value, list):
             _fail(study, key, value, STUDY_KEYS[key])
     if not isinstance(methods, dict) or any(m not in METHODS for m in methods):
@@ -121,8 +125,9 @@ def load_plan(name: str) -> Plan:
     method_overrides = spec.get("method_overrides", {}) or {}
     if not isinstance(overrides, dict):
         _fail(study, "overrides", overrides, STUDY_KEYS["overrides"])
-    if not isinstance(method_overrides, dict) or any(m not in METHODS or not isinstance(v, dict)
-                                                     for m, v in method_overrides.items()):
+    if not isinstance(method_overrides, dict) or any(
+        m not in METHODS or not isinstance(v, dict) for m, v in method_overrides.items()
+    ):
         _fail(study, "method_overrides", method_overrides, STUDY_KEYS["method_overrides"])
     for method, values in method_overrides.items():
         validate(values, source=f"study {study!r} method_overrides.{method}")
@@ -140,15 +145,32 @@ def load_plan(name: str) -> Plan:
         for task in train_tasks:
             for method, ranks in methods.items():
                 if not isinstance(ranks, list) or not ranks:
-                    _fail(study, f"methods.{method}", ranks, "a non-empty list of ranks ([null] for a method without rank: "
-                              + ", ".join(m for m, spec in METHOD_REGISTRY.items() if not spec.ranked) + ")")
+                    _fail(
+                        study,
+                        f"methods.{method}",
+                        ranks,
+                        "a non-empty list of ranks ([null] for a method without rank: "
+                        + ", ".join(m for m, spec in METHOD_REGISTRY.items() if not spec.ranked)
+                        + ")",
+                    )
                 for rank in ranks:
                     for seed in seeds:
                         ranked = METHOD_REGISTRY[method].ranked
-                        name = train_run_name(task, method, rank if ranked else None, seed,
-                                              base_prefix=short_name(base) if several_bases else "")
-                        values = {**common, **method_overrides.get(method, {}), "base_model": base,
-                                  "method": method, "train_task": task, "seed": seed}
+                        name = train_run_name(
+                            task,
+                            method,
+                            rank if ranked else None,
+                            seed,
+                            base_prefix=short_name(base) if several_bases else "",
+                        )
+                        values = {
+                            **common,
+                            **method_overrides.get(method, {}),
+                            "base_model": base,
+                            "method": method,
+                            "train_task": task,
+                            "seed": seed,
+                        }
                         if ranked:
                             values["rank"] = rank
                         values["out_dir"] = str(out / "runs" / name)
@@ -158,8 +180,10 @@ def load_plan(name: str) -> Plan:
         values = {**common, "base_model": base, "out_dir": str(out / "runs" / name)}
         plan.base[name] = Job(name, "base", resolve_config(overrides=values))
     if not plan.train and not plan.base:
-        raise ConfigError(f"study {study!r} expands to no job: give trained_base_models with methods and "
-                          "train_tasks, or untuned_base_models")
+        raise ConfigError(
+            f"study {study!r} expands to no job: give trained_base_models with methods and "
+            "train_tasks, or untuned_base_models"
+        )
     return plan
 
 
@@ -200,8 +224,12 @@ def _snakemake_running_in(directory: Path) -> bool:
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
-            if "snakemake" in cmd and "--unlock" not in cmd and proc.pid != os.getpid() \
-                    and Path(proc.info["cwd"] or "/").resolve() == directory.resolve():
+            if (
+                "snakemake" in cmd
+                and "--unlock" not in cmd
+                and proc.pid != os.getpid()
+                and Path(proc.info["cwd"] or "/").resolve() == directory.resolve()
+            ):
                 return True
         except (psutil.Error, OSError):
             continue
@@ -212,8 +240,10 @@ def _profile_dir(profile: str) -> Path:
     path = resolve_path(profile)
     if not (path / "config.yaml").is_file() and not (path / "profile.yaml").is_file():
         known = sorted(str(p.parent.relative_to(repo_root())) for p in (repo_root() / "profiles").glob("*/config.yaml"))
-        raise ConfigError(f"profile {profile!r} does not exist (no config.yaml in {path}); "
-                          f"profiles: {', '.join(known)} (profiles/default was renamed profiles/local)")
+        raise ConfigError(
+            f"profile {profile!r} does not exist (no config.yaml in {path}); "
+            f"profiles: {', '.join(known)} (profiles/default was renamed profiles/local)"
+        )
     return path
 
 
@@ -222,9 +252,15 @@ def _is_local_profile(path: Path) -> bool:
     return settings.get("executor", "local") == "local"
 
 
-def run_study(study: str, *, profile: str = "profiles/local", directory: str | None = None,
-              config: list[str] | None = None, gpus: str | int | None = None,
-              snakemake_args: list[str] | None = None) -> int:
+def run_study(
+    study: str,
+    *,
+    profile: str = "profiles/local",
+    directory: str | None = None,
+    config: list[str] | None = None,
+    gpus: str | int | None = None,
+    snakemake_args: list[str] | None = None,
+) -> int:
     """`snakemake --profile ... --config study=...`; a lock left by a killed run (no Snakemake
     alive in that directory) is cleared first, so a killed study simply starts again.
     With a local profile, `gpus` jobs run at once, one per GPU (default: the GPUs detected;
@@ -243,20 +279,31 @@ def run_study(study: str, *, profile: str = "profiles/local", directory: str | N
         extra = ["--resources", f"accelerator={slots}"]
         if not any(entry.startswith("eval_jobs=") for entry in config or []):
             config = [*(config or []), "eval_jobs=per_model"]  # one machine: one load per model
-        print(f"local run: {slots} job(s) at once ({'one per GPU' if slots > 1 else 'all cores each'})",
-              file=sys.stderr)
+        print(
+            f"local run: {slots} job(s) at once ({'one per GPU' if slots > 1 else 'all cores each'})", file=sys.stderr
+        )
     elif gpus not in (None, "", "auto"):
-        raise ConfigError(f"GPUS={gpus!r} applies to local profiles only; {profile} submits each job with its own "
-                          "GPU request (gres in its config.yaml), and `jobs:` there sets how many run at once")
+        raise ConfigError(
+            f"GPUS={gpus!r} applies to local profiles only; {profile} submits each job with its own "
+            "GPU request (gres in its config.yaml), and `jobs:` there sets how many run at once"
+        )
     snakemake = str(Path(sys.executable).parent / "snakemake")
-    base = [snakemake, "-s", str(repo_root() / "workflow" / "Snakefile"), "--directory", str(workdir),
-            "--profile", str(profile_dir)]
+    base = [
+        snakemake,
+        "-s",
+        str(repo_root() / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(profile_dir),
+    ]
     locks = workdir / ".snakemake" / "locks"
     if locks.is_dir() and any(locks.iterdir()) and not _snakemake_running_in(workdir):
         print("clearing a stale Snakemake lock left by an interrupted run", file=sys.stderr)
         subprocess.run(base + ["--unlock", "--config", f"study={study}"], check=True, capture_output=True)
-    return subprocess.run(base + extra + [*(snakemake_args or []), "--config", f"study={study}", *(config or [])],
-                          cwd=workdir).returncode
+    return subprocess.run(
+        base + extra + [*(snakemake_args or []), "--config", f"study={study}", *(config or [])], cwd=workdir
+    ).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,16 +321,25 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run a study with Snakemake, clearing a stale lock left by a killed run")
     r.add_argument("study")
     r.add_argument("--profile", default="profiles/local")
-    r.add_argument("--gpus", default=None,
-                   help="local profiles: jobs at once, one per GPU (default: the GPUs detected, 1 without any)")
+    r.add_argument(
+        "--gpus",
+        default=None,
+        help="local profiles: jobs at once, one per GPU (default: the GPUs detected, 1 without any)",
+    )
     r.add_argument("--directory", default=None, help="Snakemake's working directory (default: the project root)")
-    r.add_argument("--config", nargs="*", default=[], dest="extra_config",
-                   help="more `key=value` Snakemake config entries (e.g. retry_failed=1)")
+    r.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        dest="extra_config",
+        help="more `key=value` Snakemake config entries (e.g. retry_failed=1)",
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         try:
-            return run_study(args.study, profile=args.profile, directory=args.directory,
-                             config=args.extra_config, gpus=args.gpus)
+            return run_study(
+                args.study, profile=args.profile, directory=args.directory, config=args.extra_config, gpus=args.gpus
+            )
         except (PeftlabError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -302,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             if record["status"] == "failed":
                 error = record.get("error", {})
-                print(f"{result}: recorded as failed ({error.get('phase')}): {error.get('type')}: "
-                      f"{error.get('message')}", file=sys.stderr)
+                print(
+                    f"{result}: recorded as failed ({error.get('phase')}): {error.get('type')}: {error.get('message')}",
+                    file=sys.stderr,
+                )
                 failed += 1
         return 0 if failed else 1
     plan = load_plan(args.study)

@@ -24,9 +24,13 @@ from .tasks import TASKS as TASK_REGISTRY
 TASKS = tuple(TASK_REGISTRY)
 TASK_LABELS = {name: task.label for name, task in TASK_REGISTRY.items()}
 BLOCKS = {**{name: task.block for name, task in TASK_REGISTRY.items()}, None: "Base models"}
-BLOCK_ORDER = (*sorted((task.block for task in TASK_REGISTRY.values()),  # the reference study's blocks first
-                       key=lambda block: not any(t.block == block and t.reference_training_task
-                                                 for t in TASK_REGISTRY.values())), "Base models")
+BLOCK_ORDER = (
+    *sorted(
+        (task.block for task in TASK_REGISTRY.values()),  # the reference study's blocks first
+        key=lambda block: not any(t.block == block and t.reference_training_task for t in TASK_REGISTRY.values()),
+    ),
+    "Base models",
+)
 METHOD_LABELS = {**{name: method.label for name, method in METHOD_REGISTRY.items()}, "base": "—"}
 METHOD_ORDER = (*(method.label for method in METHOD_REGISTRY.values()), "—")
 ADAPTERS = tuple(name for name, method in METHOD_REGISTRY.items() if method.trains_adapter)
@@ -34,28 +38,50 @@ ADAPTERS = tuple(name for name, method in METHOD_REGISTRY.items() if method.trai
 EFFICACY = {name: (task.efficacy_column, task.higher_is_better) for name, task in TASK_REGISTRY.items()}
 LATENCY_COLUMNS = {name: task.latency_column for name, task in TASK_REGISTRY.items()}
 # Where a protocol's scoring keeps Table 1's metric, and the factor to Table 1's unit.
-EFFICACY_KEYS = {scoring_name: {name: task.efficacy[scoring_name] for name, task in TASK_REGISTRY.items()}
-                 for scoring_name in ("reference", "corrected")}
+EFFICACY_KEYS = {
+    scoring_name: {name: task.efficacy[scoring_name] for name, task in TASK_REGISTRY.items()}
+    for scoring_name in ("reference", "corrected")
+}
 
 # The reference layout: per task its efficacy column (with the task's further columns, e.g.
 # OpenMath's parse count beside its AbsDiff, which averages parsed replies only, and its
 # accuracies over every item) and its latency.
 _MEMORY_COLUMNS = ("train_res_gb", "train_all_gb", "eval_res_gb", "eval_all_gb")
-TABLE1_COLUMNS = ("block", "base", "method", "rank", *_MEMORY_COLUMNS,
-                  *(column for task in TASK_REGISTRY.values()
-                    for column in (task.efficacy_column, *(c.name for c in task.table1_extra), task.latency_column)))
+TABLE1_COLUMNS = (
+    "block",
+    "base",
+    "method",
+    "rank",
+    *_MEMORY_COLUMNS,
+    *(
+        column
+        for task in TASK_REGISTRY.values()
+        for column in (task.efficacy_column, *(c.name for c in task.table1_extra), task.latency_column)
+    ),
+)
 TABLE1_VALUES = TABLE1_COLUMNS[4:]
 # Best per block: True = the maximum, False = the minimum.
-TABLE1_BEST = {**{c: False for c in _MEMORY_COLUMNS},
-               **{c: best for task in TASK_REGISTRY.values()
-                  for c, best in ((task.efficacy_column, task.higher_is_better),
-                                  *((c.name, c.best_is_max) for c in task.table1_extra),
-                                  (task.latency_column, False)) if best is not None}}
+TABLE1_BEST = {
+    **{c: False for c in _MEMORY_COLUMNS},
+    **{
+        c: best
+        for task in TASK_REGISTRY.values()
+        for c, best in (
+            (task.efficacy_column, task.higher_is_better),
+            *((c.name, c.best_is_max) for c in task.table1_extra),
+            (task.latency_column, False),
+        )
+        if best is not None
+    },
+}
 # The proportion each protocol's scoring records per task, usable from counts alone (the
 # imported reference results publish no per-item scores): metric name, key, unit factor.
-COUNT_METRICS = {scoring_name: {name: (task.count_metric[0], *task.count_metric[1][scoring_name])
-                                for name, task in TASK_REGISTRY.items()}
-                 for scoring_name in ("reference", "corrected")}
+COUNT_METRICS = {
+    scoring_name: {
+        name: (task.count_metric[0], *task.count_metric[1][scoring_name]) for name, task in TASK_REGISTRY.items()
+    }
+    for scoring_name in ("reference", "corrected")
+}
 
 
 PRESET_NAMES = {"embedded": "SmolLM2-135M-Instruct", "tiny": "tiny-Qwen3"}
@@ -96,8 +122,9 @@ def _error_text(record: dict) -> str | None:
     if not error:
         return None
     if isinstance(error, dict):
-        return f"{error.get('type')}: {error.get('message')}" + (f" (phase {error['phase']})" if error.get("phase")
-                                                                 else "")
+        return f"{error.get('type')}: {error.get('message')}" + (
+            f" (phase {error['phase']})" if error.get("phase") else ""
+        )
     return str(error)
 
 
@@ -168,16 +195,27 @@ def _eval_row(model: str, record: dict, train: dict | None = None) -> dict:
     res, alloc, kind = _memory_figures(record.get("memory")) if ok else (math.nan, math.nan, None)
     model_info = record.get("model") or {}
     return {
-        "model": model, **ident, "task": task, "status": record["status"], "error": _error_text(record),
+        "model": model,
+        **ident,
+        "task": task,
+        "status": record["status"],
+        "error": _error_text(record),
         "protocol": record.get("protocol") or (record.get("config") or {}).get("protocol"),
-        "scoring": scoring_name, "efficacy": efficacy, "efficacy_metric": key,
+        "scoring": scoring_name,
+        "efficacy": efficacy,
+        "efficacy_metric": key,
         "higher_is_better": EFFICACY.get(task, (None, True))[1],
         "parse_rate": _num(record.get("parse_rate")) if ok else math.nan,
-        "latency_mean_s": _num(latency.get("mean_s")), "latency_median_s": _num(latency.get("median_s")),
-        "latency_p90_s": _num(latency.get("p90_s")), "tokens_mean": _num(latency.get("tokens_mean")),
+        "latency_mean_s": _num(latency.get("mean_s")),
+        "latency_median_s": _num(latency.get("median_s")),
+        "latency_p90_s": _num(latency.get("p90_s")),
+        "tokens_mean": _num(latency.get("tokens_mean")),
         "s_per_token": _num(latency.get("s_per_token")),
-        "eval_res_gb": res, "eval_all_gb": alloc, "memory_kind": kind,
-        "dtype": model_info.get("dtype"), "n_items": record.get("n_items"),
+        "eval_res_gb": res,
+        "eval_all_gb": alloc,
+        "memory_kind": kind,
+        "dtype": model_info.get("dtype"),
+        "n_items": record.get("n_items"),
         "imported": "imported_from" in record,
         "eval_batched_gb": _memory_figures(record.get("memory_batched"))[0] if ok else math.nan,
         "timing_noise_rel": _num(latency.get("timing_noise_rel")),
@@ -196,46 +234,131 @@ def _counts(record: dict, task: str, scoring_name: str | None) -> dict:
     """(correct, n) of the task's proportion metric (COUNT_METRICS), for comparisons from counts."""
     counts = record.get("counts")
     if isinstance(counts, dict) and counts.get("n"):
-        return {"count_metric": counts.get("metric"), "count_correct": _num(counts.get("correct")),
-                "count_n": _num(counts.get("n"))}
+        return {
+            "count_metric": counts.get("metric"),
+            "count_correct": _num(counts.get("correct")),
+            "count_n": _num(counts.get("n")),
+        }
     if scoring_name not in COUNT_METRICS or task not in COUNT_METRICS[scoring_name]:
         return {}
     name, key, factor = COUNT_METRICS[scoring_name][task]
     share = _num(((record.get("metrics") or {}).get(scoring_name) or {}).get(key)) * factor
     n = _num(record.get("n_items"))
-    return {"count_metric": name, "count_correct": round(share * n) if not math.isnan(share * n) else math.nan,
-            "count_n": n}
+    return {
+        "count_metric": name,
+        "count_correct": round(share * n) if not math.isnan(share * n) else math.nan,
+        "count_n": n,
+    }
 
 
 def _train_row(model: str, record: dict) -> dict:
     config = record.get("config") or {}
-    ident = _identity({"trained": True, "method": config.get("method"), "rank": config.get("rank"),
-                       "train_task": config.get("train_task"), "seed": config.get("seed"),
-                       "base_model": config.get("base_model")}, config)
+    ident = _identity(
+        {
+            "trained": True,
+            "method": config.get("method"),
+            "rank": config.get("rank"),
+            "train_task": config.get("train_task"),
+            "seed": config.get("seed"),
+            "base_model": config.get("base_model"),
+        },
+        config,
+    )
     ok = record["status"] == "ok"
     res, alloc, kind = _memory_figures(record.get("memory")) if ok else (math.nan, math.nan, None)
     timings = record.get("timings") or {}
     return {
-        "model": model, **ident, "status": record["status"], "error": _error_text(record),
-        "protocol": config.get("protocol"), "train_res_gb": res, "train_all_gb": alloc, "memory_kind": kind,
-        "trainable_params": _num(record.get("trainable_params")), "total_params": _num(record.get("total_params")),
-        "train_s": _num(timings.get("train_s")), "tokens_per_s": _num(record.get("tokens_per_s")),
-        "final_loss": _num(record.get("final_loss")), "learning_rate": _num(record.get("learning_rate")),
-        "alpha": _num(record.get("alpha")), "imported": "imported_from" in record,
+        "model": model,
+        **ident,
+        "status": record["status"],
+        "error": _error_text(record),
+        "protocol": config.get("protocol"),
+        "train_res_gb": res,
+        "train_all_gb": alloc,
+        "memory_kind": kind,
+        "trainable_params": _num(record.get("trainable_params")),
+        "total_params": _num(record.get("total_params")),
+        "train_s": _num(timings.get("train_s")),
+        "tokens_per_s": _num(record.get("tokens_per_s")),
+        "final_loss": _num(record.get("final_loss")),
+        "learning_rate": _num(record.get("learning_rate")),
+        "alpha": _num(record.get("alpha")),
+        "imported": "imported_from" in record,
     }
 
 
-EVAL_COLUMNS = ("model", "config", "block", "base", "base_model", "base_size", "method", "method_key", "rank",
-                "seed", "train_task", "trained", "task", "status", "error", "protocol", "scoring", "efficacy",
-                "efficacy_metric", "higher_is_better", "parse_rate", "latency_mean_s", "latency_median_s",
-                "latency_p90_s", "tokens_mean", "s_per_token", "eval_res_gb", "eval_all_gb", "memory_kind",
-                "dtype", "n_items", "imported", "eval_batched_gb", "timing_noise_rel", "openmath_n_parsed",
-                "openmath_n", "openmath_accuracy", "openmath_math_verify", "math_verify_agreement", "count_metric",
-                "count_correct", "count_n")
-TRAIN_COLUMNS = ("model", "config", "block", "base", "base_model", "base_size", "method", "method_key", "rank",
-                 "seed", "train_task", "trained", "status", "error", "protocol", "train_res_gb", "train_all_gb",
-                 "memory_kind", "trainable_params", "total_params", "train_s", "tokens_per_s", "final_loss",
-                 "learning_rate", "alpha", "imported")
+EVAL_COLUMNS = (
+    "model",
+    "config",
+    "block",
+    "base",
+    "base_model",
+    "base_size",
+    "method",
+    "method_key",
+    "rank",
+    "seed",
+    "train_task",
+    "trained",
+    "task",
+    "status",
+    "error",
+    "protocol",
+    "scoring",
+    "efficacy",
+    "efficacy_metric",
+    "higher_is_better",
+    "parse_rate",
+    "latency_mean_s",
+    "latency_median_s",
+    "latency_p90_s",
+    "tokens_mean",
+    "s_per_token",
+    "eval_res_gb",
+    "eval_all_gb",
+    "memory_kind",
+    "dtype",
+    "n_items",
+    "imported",
+    "eval_batched_gb",
+    "timing_noise_rel",
+    "openmath_n_parsed",
+    "openmath_n",
+    "openmath_accuracy",
+    "openmath_math_verify",
+    "math_verify_agreement",
+    "count_metric",
+    "count_correct",
+    "count_n",
+)
+TRAIN_COLUMNS = (
+    "model",
+    "config",
+    "block",
+    "base",
+    "base_model",
+    "base_size",
+    "method",
+    "method_key",
+    "rank",
+    "seed",
+    "train_task",
+    "trained",
+    "status",
+    "error",
+    "protocol",
+    "train_res_gb",
+    "train_all_gb",
+    "memory_kind",
+    "trainable_params",
+    "total_params",
+    "train_s",
+    "tokens_per_s",
+    "final_loss",
+    "learning_rate",
+    "alpha",
+    "imported",
+)
 
 
 @dataclass
@@ -268,8 +391,9 @@ class StudyRecords:
                 try:
                     frame = pd.read_parquet(path)
                 except Exception as exc:  # pyarrow raises several types for a damaged file
-                    raise ResultError(f"items file {path} is corrupted or truncated ({exc}); delete it and "
-                                      "rerun the evaluation") from exc
+                    raise ResultError(
+                        f"items file {path} is corrupted or truncated ({exc}); delete it and rerun the evaluation"
+                    ) from exc
             self._items[key] = frame
         return self._items[key]
 
@@ -299,8 +423,9 @@ def load_study(out: str | Path) -> StudyRecords:
                 raise ResultError(f"{path} is a {record['kind']!r} record, not an evaluation record")
             task = record.get("task") or path.stem.removeprefix("eval-")
             eval_records[(run_dir.name, task)] = record
-    evals = pd.DataFrame([_eval_row(m, r, train_records.get(m)) for (m, _), r in eval_records.items()],
-                         columns=list(EVAL_COLUMNS))
+    evals = pd.DataFrame(
+        [_eval_row(m, r, train_records.get(m)) for (m, _), r in eval_records.items()], columns=list(EVAL_COLUMNS)
+    )
     trains = pd.DataFrame([_train_row(m, r) for m, r in train_records.items()], columns=list(TRAIN_COLUMNS))
     for frame in (evals, trains):
         frame["rank"] = pd.array([None if pd.isna(r) else int(r) for r in frame["rank"]], dtype="Int64")

@@ -23,7 +23,6 @@ from .study_records import (
 from .tasks import TASKS as TASK_REGISTRY
 
 
-
 def _status(statuses: list[str]) -> str:
     if not statuses:
         return "missing"
@@ -41,8 +40,10 @@ def _model_rows(records: StudyRecords) -> pd.DataFrame:
     for model in sorted(set(ev["model"]) | set(tr["model"])):
         e, t = ev[ev["model"] == model], tr[tr["model"] == model]
         first = e.iloc[0] if len(e) else t.iloc[0]
-        row = {k: first[k] for k in ("config", "block", "base", "base_size", "method", "method_key", "rank",
-                                     "train_task", "seed")}
+        row = {
+            k: first[k]
+            for k in ("config", "block", "base", "base_size", "method", "method_key", "rank", "train_task", "seed")
+        }
         row["model"] = model
         train_failed = bool(len(t)) and (t["status"] != "ok").all()
         row["status"] = "failed" if train_failed else _status(list(e["status"]))
@@ -80,10 +81,13 @@ def table1(records: StudyRecords) -> pd.DataFrame:
     values = list(TABLE1_VALUES)
     agg = aggregate_seeds(rows, ["config"], values)
     meta = rows.groupby("config", sort=False).agg(
-        block=("block", "first"), base=("base", "first"), base_size=("base_size", "first"),
-        method=("method", "first"), rank=("rank", "first"),
-        status=("status", lambda s: "ok" if (s == "ok").all() else ("failed" if (s == "failed").all()
-                                                                      else "partial")))
+        block=("block", "first"),
+        base=("base", "first"),
+        base_size=("base_size", "first"),
+        method=("method", "first"),
+        rank=("rank", "first"),
+        status=("status", lambda s: "ok" if (s == "ok").all() else ("failed" if (s == "failed").all() else "partial")),
+    )
     table = meta.join(agg.set_index("config"))
     table = table.iloc[np.lexsort(_sort_key(table)[["n", "s", "r", "m", "b"]].to_numpy().T)]
     table["rank"] = pd.array([None if pd.isna(r) else int(r) for r in table["rank"]], dtype="Int64")
@@ -107,25 +111,43 @@ def table1_best(table: pd.DataFrame) -> pd.DataFrame:
             if values.notna().sum() == 0:
                 continue
             target = values.max() if higher else values.min()
-            hit = values.index[np.isclose(values.fillna(np.inf if not higher else -np.inf), target,
-                                          rtol=1e-12, atol=0)]
+            hit = values.index[np.isclose(values.fillna(np.inf if not higher else -np.inf), target, rtol=1e-12, atol=0)]
             best.loc[hit, column] = True
     return best
 
 
 _HTML_GROUPS = (
     ("", (("base", "Base"), ("method", "PEFT"), ("rank", "r"))),
-    ("VRAM GB", (("train_res_gb", "Train Res."), ("train_all_gb", "Train All."), ("eval_res_gb", "Eval Res."),
-                 ("eval_all_gb", "Eval All."))),
-    *((task.label, ((task.efficacy_column, task.efficacy_header[0]),
-                    *((c.name, c.header) for c in task.table1_extra if c.shown),
-                    (task.latency_column, "Latency s ↓")))
-      for task in TASK_REGISTRY.values()),
+    (
+        "VRAM GB",
+        (
+            ("train_res_gb", "Train Res."),
+            ("train_all_gb", "Train All."),
+            ("eval_res_gb", "Eval Res."),
+            ("eval_all_gb", "Eval All."),
+        ),
+    ),
+    *(
+        (
+            task.label,
+            (
+                (task.efficacy_column, task.efficacy_header[0]),
+                *((c.name, c.header) for c in task.table1_extra if c.shown),
+                (task.latency_column, "Latency s ↓"),
+            ),
+        )
+        for task in TASK_REGISTRY.values()
+    ),
 )
-_HTML_DIGITS = {"train_res_gb": 3, "train_all_gb": 3, "eval_res_gb": 3, "eval_all_gb": 3,
-                **{task.efficacy_column: task.efficacy_header[1] for task in TASK_REGISTRY.values()},
-                **{c.name: c.digits for task in TASK_REGISTRY.values() for c in task.table1_extra},
-                **{task.latency_column: 4 for task in TASK_REGISTRY.values()}}
+_HTML_DIGITS = {
+    "train_res_gb": 3,
+    "train_all_gb": 3,
+    "eval_res_gb": 3,
+    "eval_all_gb": 3,
+    **{task.efficacy_column: task.efficacy_header[1] for task in TASK_REGISTRY.values()},
+    **{c.name: c.digits for task in TASK_REGISTRY.values() for c in task.table1_extra},
+    **{task.latency_column: 4 for task in TASK_REGISTRY.values()},
+}
 _OUT_OF = {c.name: c.out_of for task in TASK_REGISTRY.values() for c in task.table1_extra if c.out_of}
 
 
@@ -144,10 +166,12 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
     """
     best = table1_best(table)
     leaves = [leaf for _, group in _HTML_GROUPS for leaf in group]
-    style = ("<style>table.table1{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
-             "table.table1 th,table.table1 td{border:1px solid #bbb;padding:3px 6px;text-align:right}"
-             "table.table1 td.text{text-align:left}table.table1 tr.block td{background:#eee;font-weight:bold;"
-             "text-align:left}table.table1 tr.failed td{color:#a00}</style>")
+    style = (
+        "<style>table.table1{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
+        "table.table1 th,table.table1 td{border:1px solid #bbb;padding:3px 6px;text-align:right}"
+        "table.table1 td.text{text-align:left}table.table1 tr.block td{background:#eee;font-weight:bold;"
+        "text-align:left}table.table1 tr.failed td{color:#a00}</style>"
+    )
     out = [style, '<table class="table1">']
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
@@ -184,4 +208,3 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
             out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
-

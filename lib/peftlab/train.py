@@ -17,8 +17,8 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -53,8 +53,9 @@ def _fit_rows(examples: list[dict], tokenizer, max_length: int) -> tuple[list[di
     """Drop rows longer than max_length: truncation would cut the answer, the part trained on."""
     kept = []
     for example in examples:
-        ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True,
-                                            enable_thinking=False, return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            example["prompt"] + example["completion"], tokenize=True, enable_thinking=False, return_dict=True
+        )["input_ids"]
         if len(ids) <= max_length:
             kept.append(example)
     return kept, len(examples) - len(kept)
@@ -139,18 +140,24 @@ def run_training(*, config: Mapping) -> dict:
 
     started = time.perf_counter()
     phase, info, timings = "load", None, {}
-    record = {"kind": "train", "status": "failed", "config": config, "config_hash": chash,
-              "run": out_dir.name, "learning_rate": effective_learning_rate(config),
-              "alpha": recorded_alpha(config)}
+    record = {
+        "kind": "train",
+        "status": "failed",
+        "config": config,
+        "config_hash": chash,
+        "run": out_dir.name,
+        "learning_rate": effective_learning_rate(config),
+        "alpha": recorded_alpha(config),
+    }
     interrupted = _Interrupts()
     try:
         from transformers import set_seed
 
         set_seed(config["seed"])
-        rows = load_rows(task=config["train_task"], split="train", source=config["data_source"],
-                         n=config["n_train"])
-        model, tokenizer, info = load_model(base_model=config["base_model"], dtype=config["dtype"],
-                                            device=config["device"])
+        rows = load_rows(task=config["train_task"], split="train", source=config["data_source"], n=config["n_train"])
+        model, tokenizer, info = load_model(
+            base_model=config["base_model"], dtype=config["dtype"], device=config["device"]
+        )
         base_dtype = model.dtype
         timings["load_s"] = time.perf_counter() - started
 
@@ -158,8 +165,10 @@ def run_training(*, config: Mapping) -> dict:
         examples = [train_example(config["train_task"], row, config["protocol"]) for row in rows]
         examples, n_too_long = _fit_rows(examples, tokenizer, config["max_length"])
         if not examples:
-            raise ConfigError(f"config key 'max_length': every one of the {len(rows)} training rows is longer "
-                              f"than {config['max_length']} tokens; allowed: a larger max_length")
+            raise ConfigError(
+                f"config key 'max_length': every one of the {len(rows)} training rows is longer "
+                f"than {config['max_length']} tokens; allowed: a larger max_length"
+            )
         set_seed(config["seed"])  # adapter initialisation draws from the run's seed
         model = attach_method(model, config, initial_adapter_dir=out_dir / "initial_adapter")
         counts = parameter_counts(model)
@@ -171,8 +180,16 @@ def run_training(*, config: Mapping) -> dict:
         timings["train_s"] = train_s
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * math.ceil(config["epochs"])
         history = trainer.state.log_history
-        curve = [{"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"),
-                  "grad_norm": h.get("grad_norm")} for h in history if "loss" in h]
+        curve = [
+            {
+                "step": h["step"],
+                "loss": h["loss"],
+                "learning_rate": h.get("learning_rate"),
+                "grad_norm": h.get("grad_norm"),
+            }
+            for h in history
+            if "loss" in h
+        ]
 
         phase = "save"
         save_started = time.perf_counter()
@@ -190,21 +207,28 @@ def run_training(*, config: Mapping) -> dict:
         atomic_dir(out_dir / "model", save_merged, replace=True)
         timings["save_s"] = time.perf_counter() - save_started
 
-        record.update({
-            "status": "ok",
-            "model": {**info.to_dict(), "merged_path": str(out_dir / "model"),
-                      "merged_dtype": str(merged.dtype).replace("torch.", ""),
-                      "merged_bytes": _dir_size(out_dir / "model")},
-            **counts,
-            "adapter_bytes": adapter_bytes,
-            "n_rows": len(examples), "n_rows_too_long": n_too_long,
-            "bf16_autocast": uses_bf16_autocast(config, model),
-            "optimizer_steps": trainer.state.global_step,
-            "tokens": tokens, "tokens_per_s": tokens / train_s if train_s else None,
-            "loss_curve": curve,
-            "final_loss": curve[-1]["loss"] if curve else None,
-            "memory": memory,
-        })
+        record.update(
+            {
+                "status": "ok",
+                "model": {
+                    **info.to_dict(),
+                    "merged_path": str(out_dir / "model"),
+                    "merged_dtype": str(merged.dtype).replace("torch.", ""),
+                    "merged_bytes": _dir_size(out_dir / "model"),
+                },
+                **counts,
+                "adapter_bytes": adapter_bytes,
+                "n_rows": len(examples),
+                "n_rows_too_long": n_too_long,
+                "bf16_autocast": uses_bf16_autocast(config, model),
+                "optimizer_steps": trainer.state.global_step,
+                "tokens": tokens,
+                "tokens_per_s": tokens / train_s if train_s else None,
+                "loss_curve": curve,
+                "final_loss": curve[-1]["loss"] if curve else None,
+                "memory": memory,
+            }
+        )
     except BaseException as error:
         record["error"] = {**failure(error, phase), "traceback": traceback.format_exc(limit=20)}
         if is_out_of_memory(error):  # what the phase had reached when memory ran out
@@ -306,8 +330,13 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Pat
         dataloader_num_workers=0,
     )
     with _tensorboard_dir(config, out_dir):  # its callback reads the folder when the trainer is built
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                             processing_class=tokenizer, callbacks=_trainer_callbacks(config))
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(examples),
+            processing_class=tokenizer,
+            callbacks=_trainer_callbacks(config),
+        )
     with PhaseMemory(model.device) as memory:
         started = time.perf_counter()
         trainer.train()
