@@ -340,8 +340,9 @@ def test_openmath_gold_string_and_bad_gold():
     assert parse_number("\\frac{3}{4}") == 0.75
     items = scored("openmath", ["\\boxed{0.75}"], ["\\frac{3}{4}"])
     assert items.loc[0, "score"] == 1.0 and items.loc[0, "abs_diff"] == 0.0
-    with pytest.raises(ValueError, match="seven"):
-        score_items("openmath", ["\\boxed{7}"], ["seven"])
+    # a gold that is no number is scored by equivalence (never a crash that loses the run)
+    word = score_items("openmath", ["\\boxed{7}"], ["seven"])
+    assert word.loc[0, "score"] == 0.0 and word.loc[0, "parsed_ok"]
 
 
 def test_openmath_tolerances():
@@ -647,3 +648,17 @@ def test_empty_input():
     s = summarize("arc", scored("arc", [], []))
     assert s["corrected"] == {"accuracy": None, "macro_f1": None, "parse_rate": None, "n": 0}
     assert s["reference"] == {"macro_f1": 0.0, "accuracy": 0.0, "format_success_rate": 0.0}
+
+
+def test_openmath_gold_that_is_no_number_is_scored_by_equivalence_not_refused():
+    """The shipped HF-schema OpenMath sample has golds such as "[2,5)": such an item is scored by
+    math-verify's equivalence (exact match has no number to compare) and is never dropped."""
+    replies = ["\\boxed{[2,5)}", "\\boxed{[2,6)}", "no box", "\\boxed{7}"]
+    golds = ["[2,5)", "[2,5)", "[2,5)", 7.0]
+    items = scoring.score_items("openmath", replies, golds)
+    assert items["score"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert items["parsed_ok"].tolist() == [True, True, False, True]
+    frame = items.assign(reply=replies, gold=[str(g) for g in golds])
+    corrected = scoring.summarize("openmath", frame)["corrected"]
+    assert corrected["accuracy"] == 0.5 and corrected["n"] == 4
+    assert corrected["mean_abs_diff"] == 0.0  # over the replies with a numeric gold and a parsed number

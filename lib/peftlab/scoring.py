@@ -773,16 +773,32 @@ def score_arc(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
 
 
 def score_openmath(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
-    gold_num = _openmath_gold(gold)
-    diff = abs(value - gold_num) if ok else math.nan
     ref_pred = (ref_boxed or "").strip()
     boxed = extract_boxed(reply)
+    equivalent = boxed is not None and math_equivalent(boxed, gold)
+    try:
+        gold_num = _openmath_gold(gold)
+    except ValueError:
+        # A gold that is no number (an interval "[2,5)", an expression): exact match has nothing to
+        # compare, so the item is scored by math-verify's equivalence; a box is what parses.
+        gold_num = None
+    if gold_num is None:
+        return {
+            "parsed": boxed if boxed is not None else "",
+            "parsed_ok": boxed is not None,
+            "score": float(equivalent),
+            "abs_diff": math.nan,
+            "math_verify_ok": equivalent,
+            "ref_parsed": ref_pred,
+            "ref_score": float(_ref_math_item(gold, ref_pred)[0]),
+        }
+    diff = abs(value - gold_num) if ok else math.nan
     return {
         "parsed": repr(value) if ok else "",
         "parsed_ok": ok,
         "score": float(ok and diff <= OPENMATH_REL_TOL * max(1.0, abs(gold_num))),
         "abs_diff": diff,
-        "math_verify_ok": boxed is not None and math_equivalent(boxed, gold),
+        "math_verify_ok": equivalent,
         "ref_parsed": ref_pred,
         "ref_score": float(_ref_math_item(gold, ref_pred)[0]),
     }
@@ -880,7 +896,7 @@ def summarize_arc(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool
 
 
 def summarize_openmath(items: pd.DataFrame, scores: list[float], parsed_ok: list[bool]) -> dict:
-    diffs = [float(d) for d, ok in zip(items["abs_diff"], parsed_ok) if ok]
+    diffs = [float(d) for d, ok in zip(items["abs_diff"], parsed_ok) if ok and not math.isnan(float(d))]
     verified = items["math_verify_ok"] if "math_verify_ok" in items.columns else openmath_math_verify(items)
     verified = [bool(x) for x in verified]
     return {

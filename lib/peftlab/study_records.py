@@ -287,7 +287,8 @@ def _train_row(model: str, record: dict) -> dict:
     }
 
 
-EVAL_COLUMNS = (
+# The columns that say which configuration a row belongs to.
+IDENTITY_COLUMNS = (
     "model",
     "config",
     "block",
@@ -300,6 +301,9 @@ EVAL_COLUMNS = (
     "seed",
     "train_task",
     "trained",
+)
+EVAL_COLUMNS = (
+    *IDENTITY_COLUMNS,
     "task",
     "status",
     "error",
@@ -322,28 +326,13 @@ EVAL_COLUMNS = (
     "imported",
     "eval_batched_gb",
     "timing_noise_rel",
-    "openmath_n_parsed",
-    "openmath_n",
-    "openmath_accuracy",
-    "openmath_math_verify",
-    "math_verify_agreement",
+    *(column for task in TASK_REGISTRY.values() for column in task.record_figures),  # the tasks' own figures
     "count_metric",
     "count_correct",
     "count_n",
 )
 TRAIN_COLUMNS = (
-    "model",
-    "config",
-    "block",
-    "base",
-    "base_model",
-    "base_size",
-    "method",
-    "method_key",
-    "rank",
-    "seed",
-    "train_task",
-    "trained",
+    *IDENTITY_COLUMNS,
     "status",
     "error",
     "protocol",

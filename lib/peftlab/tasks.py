@@ -132,7 +132,8 @@ class Task:
     reference_training_task: bool = False  # the reference study trained on it (its Table 1 blocks come first)
     summary_columns: tuple[str, ...] = ()  # item columns `summarize` needs
     table1_extra: tuple[Column, ...] = ()  # further Table 1 columns, after the efficacy column
-    table1_figures: Callable[[dict, str], dict] | None = None  # (record, scoring) -> those columns' values
+    table1_figures: Callable[[dict, str], dict] | None = None  # (record, scoring) -> further figures of a record
+    record_figures: tuple[str, ...] = ()  # the names of those figures (the Table 1 columns and any others)
     cluster: Callable[[dict], str] = lambda row: str(row["id"])  # items that share a cluster are not independent
 
     @property
@@ -384,6 +385,13 @@ register(
             Column("openmath_math_verify", "Equiv. % ↑", 1, best_is_max=True),
         ),
         table1_figures=_openmath_figures,
+        record_figures=(
+            "openmath_n_parsed",
+            "openmath_n",
+            "openmath_accuracy",
+            "openmath_math_verify",
+            "math_verify_agreement",
+        ),
         reference_training_task=True,
         data=DataFiles(
             reference_file="OpenMathInstruct-2",
