@@ -34,7 +34,16 @@ from .data import load_rows
 from .generate import generate_batched, render_prompts, time_single
 from .memory import PhaseMemory
 from .models import load_model
-from .results import ResultError, failure, read_record, reusable_record, run_metadata, write_json, write_parquet
+from .results import (
+    ResultError,
+    failed_eval_record,
+    failure,
+    read_record,
+    reusable_record,
+    run_metadata,
+    write_json,
+    write_parquet,
+)
 from .tasks import eval_messages, get_task, gold
 
 LATENCY_SEED = 0  # every model is timed on the same items
@@ -223,17 +232,14 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
 def _failed(config, identity, task, chash, error, phase, out_dir, device: str | None = None) -> dict:
     from .train import is_out_of_memory
 
-    record = {
-        "kind": "eval",
-        "status": "failed",
-        "task": task,
-        "model": identity,
-        "protocol": config["protocol"],
-        "config": config,
-        "config_hash": chash,
-        "error": {**failure(error, phase), "traceback": traceback.format_exc(limit=20)},
-        "meta": run_metadata(device),
-    }
+    record = failed_eval_record(
+        config,
+        task=task,
+        identity=identity,
+        config_hash=chash,
+        error={**failure(error, phase), "traceback": traceback.format_exc(limit=20)},
+        meta=run_metadata(device),
+    )
     if is_out_of_memory(error):
         record["error"]["memory_so_far"] = PhaseMemory(device or "cpu").snapshot()
     write_json(out_dir / f"eval-{task}.json", record)

@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -232,3 +232,36 @@ def run_metadata(device: str | None = None) -> dict:
 
 def failure(error: BaseException, phase: str) -> dict:
     return {"type": type(error).__name__, "message": str(error), "phase": phase}
+
+
+def train_record_start(config: Mapping, *, run: str, config_hash: str) -> dict:
+    """A training record before the run has finished: failed until training says otherwise
+    (a run stopped by anything, even the cluster, leaves this)."""
+    from .methods import effective_learning_rate, recorded_alpha
+
+    return {
+        "kind": "train",
+        "status": "failed",
+        "config": dict(config),
+        "config_hash": config_hash,
+        "run": run,
+        "learning_rate": effective_learning_rate(config),
+        "alpha": recorded_alpha(config),
+    }
+
+
+def failed_eval_record(
+    config: Mapping, *, task: str, identity: dict, config_hash: str, error: dict, meta: dict
+) -> dict:
+    """The record of an evaluation that did not finish: which model, task and configuration, and why."""
+    return {
+        "kind": "eval",
+        "status": "failed",
+        "task": task,
+        "model": identity,
+        "protocol": config["protocol"],
+        "config": dict(config),
+        "config_hash": config_hash,
+        "error": error,
+        "meta": meta,
+    }

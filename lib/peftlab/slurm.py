@@ -21,8 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import EVAL_IDENTITY_KEYS, config_hash
-from .methods import effective_learning_rate, recorded_alpha
-from .results import git_state, package_versions, write_json
+from .results import failed_eval_record, git_state, package_versions, train_record_start, write_json
 
 # SLURM job states that mean "SLURM ended the job for a resource limit": rerunning it as it
 # is fails again, so it is recorded (the others are redone by the next run).
@@ -132,20 +131,8 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
         error = slurm_failure(log) if log else None
         if error:
             config = job.config
-            write_json(
-                path,
-                {
-                    "kind": "train",
-                    "status": "failed",
-                    "config": config,
-                    "config_hash": train_hash(plan, name),
-                    "run": name,
-                    "learning_rate": effective_learning_rate(config),
-                    "alpha": recorded_alpha(config),
-                    "error": error,
-                    "meta": _meta(),
-                },
-            )
+            record = train_record_start(config, run=name, config_hash=train_hash(plan, name))
+            write_json(path, {**record, "error": error, "meta": _meta()})
             written.append(path)
     for model, task in plan.eval_targets():
         path = plan.out / "runs" / model / f"eval-{task}.json"
@@ -161,19 +148,9 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
                 {**config, "task": task, "model": identity.get("train_hash") or identity["base_model"]},
                 EVAL_IDENTITY_KEYS + ("task", "model"),
             )
-            write_json(
-                path,
-                {
-                    "kind": "eval",
-                    "status": "failed",
-                    "task": task,
-                    "model": identity,
-                    "protocol": config["protocol"],
-                    "config": config,
-                    "config_hash": chash,
-                    "error": error,
-                    "meta": _meta(),
-                },
+            record = failed_eval_record(
+                config, task=task, identity=identity, config_hash=chash, error=error, meta=_meta()
             )
+            write_json(path, record)
             written.append(path)
     return written

@@ -33,11 +33,10 @@ from .methods import (
     get_method,
     merge_into_base,
     parameter_counts,
-    recorded_alpha,
     save_adapter,
 )
 from .models import load_model
-from .results import atomic_dir, failure, reusable_record, run_metadata, write_json
+from .results import atomic_dir, failure, reusable_record, run_metadata, train_record_start, write_json
 from .tasks import train_example
 
 
@@ -140,15 +139,7 @@ def run_training(*, config: Mapping) -> dict:
 
     started = time.perf_counter()
     phase, info, timings = "load", None, {}
-    record = {
-        "kind": "train",
-        "status": "failed",
-        "config": config,
-        "config_hash": chash,
-        "run": out_dir.name,
-        "learning_rate": effective_learning_rate(config),
-        "alpha": recorded_alpha(config),
-    }
+    record = train_record_start(config, run=out_dir.name, config_hash=chash)
     interrupted = _Interrupts()
     try:
         from transformers import set_seed
