@@ -121,6 +121,9 @@ def test_every_method_has_its_row_in_table1_and_its_point_in_the_pareto_plot(met
     table = table1(records)
     labels = [method.label for method in METHODS.values()]
     assert sorted(set(table["method"]) - {"—"}) == sorted(labels)
+    for method in METHODS.values():  # a method without rank shows none
+        ranks = table.loc[table["method"] == method.label, "rank"]
+        assert ranks.notna().all() if method.ranked else ranks.isna().all(), (method.name, ranks.tolist())
     assert table["status"].eq("ok").all()
     configs = configurations(records=records)
     fig = plot_pareto(configs)

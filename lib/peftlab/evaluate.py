@@ -33,6 +33,7 @@ from .config import EVAL_IDENTITY_KEYS, ConfigError, config_hash, resolve_path
 from .data import load_rows
 from .generate import generate_batched, render_prompts, time_single
 from .memory import PhaseMemory
+from .methods import get_method
 from .models import load_model
 from .results import (
     ResultError,
@@ -79,7 +80,7 @@ def model_identity(*, base_model: str, run_dir: str | None) -> dict:
         "trained": True,
         "run": run_path.name,
         "method": cfg["method"],
-        "rank": None if cfg["method"] == "full" else cfg["rank"],
+        "rank": cfg["rank"] if get_method(cfg["method"]).ranked else None,
         "train_task": cfg["train_task"],
         "seed": cfg["seed"],
         "train_hash": train["config_hash"],

@@ -151,7 +151,7 @@ def _identity(model: dict, config: dict) -> dict:
     trained = bool(model.get("trained", method not in (None, "base")))
     if not trained:
         method = "base"
-    rank = model.get("rank") if trained and method != "full" else None
+    rank = model.get("rank") if trained and getattr(METHOD_REGISTRY.get(method), "ranked", True) else None
     train_task = model.get("train_task") if trained else None
     base_model = model.get("base_model") or config.get("base_model")
     base = _base_name(base_model)

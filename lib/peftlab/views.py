@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .methods import get_method
+
 
 def training_summary(record: dict) -> pd.DataFrame:
     """One column of the figures a reader checks first after a training run."""
@@ -31,7 +33,7 @@ def training_summary(record: dict) -> pd.DataFrame:
         "config hash": record["config_hash"],
         "base model": cfg["base_model"],
         "method": cfg["method"],
-        "rank": None if cfg["method"] == "full" else cfg["rank"],
+        "rank": cfg["rank"] if get_method(cfg["method"]).ranked else None,
         "protocol": cfg["protocol"],
         "learning rate": record["learning_rate"],
         "alpha": record["alpha"],
