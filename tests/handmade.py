@@ -189,3 +189,31 @@ def write_model(
         if batched_memory is not None:
             record["memory_batched"] = batched_memory
         write_json(run / f"eval-{task}.json", record)
+
+
+def write_squad_study_core(out) -> None:
+    """The models several hand-made studies start from: two untuned bases (a small one and
+    org/Big-7B), and on SQuAD v2 a full FT that gets every item right and a LoRA r8 that gets
+    8 right, slower and longer."""
+    write_model(out, "base-tiny", correct=mask(10))
+    write_model(out, "base-big", correct=mask(30), base_model="org/Big-7B")
+    write_model(
+        out,
+        "squad_v2-full-s0",
+        method="full",
+        train_task="squad_v2",
+        seed=0,
+        correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)},
+        latency=0.1,
+    )
+    write_model(
+        out,
+        "squad_v2-lora-r8-s0",
+        method="lora",
+        rank=8,
+        train_task="squad_v2",
+        seed=0,
+        correct=mask(8),
+        latency=0.2,
+        tokens=8,
+    )

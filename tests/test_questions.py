@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handmade import CPU_EVAL, N, mask, write_model
+from handmade import CPU_EVAL, N, mask, write_model, write_squad_study_core
 from peftlab.analysis import Analysis, answer_questions, load_study, table1, write_questions
 from peftlab.questions import STATUSES
 from peftlab.stats import cluster_bootstrap_diff
@@ -345,28 +345,7 @@ def test_serving_memory_is_the_batch_one_peak(tmp_path):
 @pytest.fixture
 def study(tmp_path):
     out = tmp_path / "study"
-    write_model(out, "base-tiny", correct=mask(10))
-    write_model(out, "base-big", correct=mask(30), base_model="org/Big-7B")
-    write_model(
-        out,
-        "squad_v2-full-s0",
-        method="full",
-        train_task="squad_v2",
-        seed=0,
-        correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)},
-        latency=0.1,
-    )
-    write_model(
-        out,
-        "squad_v2-lora-r8-s0",
-        method="lora",
-        rank=8,
-        train_task="squad_v2",
-        seed=0,
-        correct=mask(8),
-        latency=0.2,
-        tokens=8,
-    )
+    write_squad_study_core(out)
     write_model(
         out,
         "squad_v2-lora-r8-s1",

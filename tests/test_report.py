@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handmade import N, mask, write_model
+from handmade import N, mask, write_model, write_squad_study_core
 from peftlab.questions import answer_questions
 from peftlab.report import fill_contents
 from peftlab.report_pages import figure_captions, half_empty_pages, page_fill
@@ -28,28 +28,7 @@ RAW = re.compile(r"<NA>|\bnan\b|\bNaN\b|\bTrue\b|\bFalse\b|\d\.\d+e[+-]\d|latenc
 @pytest.fixture(scope="module")
 def view(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "study"
-    write_model(out, "base-tiny", correct=mask(10))
-    write_model(out, "base-big", correct=mask(30), base_model="org/Big-7B")
-    write_model(
-        out,
-        "squad_v2-full-s0",
-        method="full",
-        train_task="squad_v2",
-        seed=0,
-        correct={"arc": mask(30), "openmath": mask(20), "squad_v2": mask(N)},
-        latency=0.1,
-    )
-    write_model(
-        out,
-        "squad_v2-lora-r8-s0",
-        method="lora",
-        rank=8,
-        train_task="squad_v2",
-        seed=0,
-        correct=mask(8),
-        latency=0.2,
-        tokens=8,
-    )
+    write_squad_study_core(out)
     write_model(
         out,
         "squad_v2-lora-r16-s0",
