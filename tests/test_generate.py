@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.generate import _growing_layer_class, first_box_closed, generate_batched, greedy_decode, time_single
+from peftlab.generate import (
+    _growing_layer_class,
+    first_box_closed,
+    generate_batched,
+    greedy_decode,
+    render_prompts,
+    shared_prefix_length,
+    time_single,
+)
 from peftlab.models import load_model
 
 PROMPTS = [
@@ -87,6 +95,33 @@ def test_batched_replies_equal_single_replies_in_input_order(tiny):
         batched = generate_batched(model, tokenizer, PROMPTS, max_new_tokens=10, batch_size=batch_size)
         assert [b["reply"] for b in batched] == [s["reply"] for s in single]
         assert [b["tokens_generated"] for b in batched] == [s["tokens_generated"] for s in single]
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # one prompt is the other's prefix
+    assert shared_prefix_length([[1, 2], [3, 4]]) == 0
+    assert shared_prefix_length([[1, 2, 3]]) == 0  # a single prompt shares nothing
+
+
+def test_prompts_sharing_a_system_prompt_get_the_replies_of_one_generate_call_each(tiny):
+    """The shared prefix (system prompt, chat template) is computed once and extended by each
+    prompt: the replies are those of one generate() call per prompt, in every batch layout."""
+    model, tokenizer = tiny
+    system = "You are a careful assistant. Think about the question, then give one short answer in a box."
+    prompts = render_prompts(
+        tokenizer, [[{"role": "system", "content": system}, {"role": "user", "content": p}] for p in PROMPTS]
+    )
+    token_lists = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert shared_prefix_length(token_lists) > 20, "the prompts should share their system prompt"
+    single = time_single(model, tokenizer, prompts, max_new_tokens=12)
+    for batch_size in (1, 2, len(prompts)):
+        for share in (True, False):
+            batched = generate_batched(
+                model, tokenizer, prompts, max_new_tokens=12, batch_size=batch_size, share_prefix=share
+            )
+            assert [b["reply"] for b in batched] == [s["reply"] for s in single], (batch_size, share)
+            assert [b["tokens_generated"] for b in batched] == [s["tokens_generated"] for s in single]
 
 
 def test_first_box_rule_stops_once_the_first_box_closes(tiny):
