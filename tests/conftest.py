@@ -10,7 +10,7 @@ import pytest
 
 from peftlab.config import repo_root, resolve_config
 
-TINY_TRAIN = dict(base_model="tiny", n_train=16, batch_size=4, max_length=512, epochs=1, rank=8)
+TINY_TRAIN = dict(base_model="tiny", n_train=16, batch_size=4, grad_accum=1, max_length=512, epochs=1, rank=8)
 TINY_EVAL = dict(base_model="tiny", n_eval=6, max_new_tokens=12, eval_batch_size=3, n_latency=2)
 
 

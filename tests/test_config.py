@@ -57,6 +57,8 @@ def test_defaults_resolve_and_out_dir_is_absolute():
         ({"gradient_checkpointing": "yes"}, ["'gradient_checkpointing'", "true or false"]),
         ({"dropout": 1.5}, ["'dropout'", "< 1"]),
         ({"batch_size": True}, ["'batch_size'", "integer"]),
+        ({"grad_accum": "eight"}, ["'grad_accum'", "auto or an integer >= 1"]),
+        ({"padding_free": "yes"}, ["'padding_free'", "auto or true or false"]),
     ],
 )
 def test_bad_parameters_are_rejected_with_key_value_and_allowed(overrides, words):

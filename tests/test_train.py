@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from peftlab.config import ConfigError, resolve_config
-from peftlab.train import run_training
+from peftlab.train import run_training, training_layout
 
 RECORD_FIELDS = {
     "kind",
@@ -69,6 +69,32 @@ def test_every_method_finishes_with_a_complete_record(trained):
         saved = json.loads((Path(record["config"]["out_dir"]) / "model" / "config.json").read_text())
         assert saved["use_cache"] is True  # a merged model must decode with its KV cache
         assert (record["adapter_bytes"] is None) == (method == "full")
+        # batch_size 4 set, grad_accum and padding_free left to the CPU: 8 rows per step, padded
+        assert record["layout"] == {"batch_size": 4, "grad_accum": 2, "padding_free": False}
+        assert record["optimizer_steps"] == 1 and record["n_rows"] == 8
+
+
+@pytest.mark.parametrize(
+    "device, keys, expected",
+    [
+        ("cpu", {}, (1, 8, False)),  # one row at a time on a CPU
+        ("cuda", {}, (8, 1, True)),  # one padding-free batch of 8 on a GPU
+        ("cpu", {"batch_size": 4}, (4, 2, False)),  # a set batch keeps 8 rows per optimizer step
+        ("cuda", {"batch_size": 3}, (3, 3, True)),
+        ("cpu", {"grad_accum": 2}, (1, 2, False)),
+        ("cuda", {"batch_size": 2, "grad_accum": 1, "padding_free": False}, (2, 1, False)),  # all set: as set
+    ],
+)
+def test_training_layout_left_to_auto_follows_the_device(device, keys, expected):
+    config = resolve_config(overrides=keys)
+    assert {k: config[k] for k in ("batch_size", "grad_accum", "padding_free")} == {
+        "batch_size": "auto",
+        "grad_accum": "auto",
+        "padding_free": "auto",
+        **keys,
+    }
+    layout = training_layout(config, device)
+    assert (layout["batch_size"], layout["grad_accum"], layout["padding_free"]) == expected
 
 
 def test_trainable_parameters_are_ordered_vera_lora_full(trained):
@@ -140,6 +166,7 @@ def _curve(tmp_path, name, **overrides):
             dropout=0.0,
             n_train=16,
             batch_size=4,
+            grad_accum=1,
             max_length=512,
             group_by_length=False,
             out_dir=str(tmp_path / name),

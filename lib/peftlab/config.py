@@ -68,6 +68,20 @@ def _int(minimum: int) -> Callable[[str, Any], Any]:
     return check
 
 
+def _or_auto(check: Callable[[str, Any], Any], allowed: str) -> Callable[[str, Any], Any]:
+    """`auto` (decided for the device the run trains on, `train.training_layout`) or what `check` allows."""
+
+    def check_or_auto(key: str, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            return check(key, value)
+        except ConfigError:
+            _fail(key, value, f"auto or {allowed}")
+
+    return check_or_auto
+
+
 def _number(minimum: float, *, inclusive: bool = True, below: float | None = None, nullable: bool = False):
     def check(key: str, value: Any) -> Any:
         if value is None and nullable:
@@ -202,15 +216,15 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "vera_d_initial": _number(0, inclusive=False),
     "learning_rate": _number(0, inclusive=False, nullable=True),
     "epochs": _number(0, inclusive=False),
-    "batch_size": _int(1),
-    "grad_accum": _int(1),
+    "batch_size": _or_auto(_int(1), "an integer >= 1"),
+    "grad_accum": _or_auto(_int(1), "an integer >= 1"),
     "max_length": _int(8),
     "warmup_ratio": _number(0, below=1),
     "weight_decay": _number(0),
     "max_grad_norm": _number(0, inclusive=False),
     "gradient_checkpointing": _bool,
     "group_by_length": _bool,
-    "padding_free": _bool,
+    "padding_free": _or_auto(_bool, "true or false"),
     "mixed_precision": _choice(("auto", "bf16", "no")),
     "seed": _int(0),
     "train_task": _choice(TASKS),
