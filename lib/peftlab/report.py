@@ -47,6 +47,7 @@ thead th { border-bottom: 0.8pt solid #444; }
 table.compact, table.answers { break-inside: avoid; }
 table.table1 { font-size: 7pt !important; }
 tr { break-inside: avoid; }
+table.table1 tr.block { break-after: avoid; page-break-after: avoid; }  /* a block's title stays with its rows */
 table.table1 th, table.table1 td { padding: 0.5mm 1.2mm !important; }
 table.full { width: 100%; font-size: 6.5pt; }
 section.findings { font-size: 7.2pt; line-height: 1.2; }
