@@ -14,6 +14,8 @@ Runs on one machine in one process and writes JSON under outputs/bench/ with a s
               LoRA: tokens/s, final-loss difference, peak memory, MFU
   demo        the demo study's wall time and items per task from its records, if they are
               complete and as new as the code (else the summary says why not)
+  prefix      at the demo's evaluation settings: batched scoring with the prompts' shared
+              prefix computed once against every prompt computed whole (prefix.json)
   scale       full FT, LoRA r256, DoRA r256 and VeRA r1024 on random:qwen3-0.6b: training
               steps (time, tokens/s, peak memory) and decode seconds per token at batch 1 and
               the evaluation batch, on the device present (scale.json)
@@ -36,7 +38,8 @@ if __package__ in (None, ""):  # run as a file: the project root on the path, fo
 import torch  # noqa: E402
 
 from bench.common import OUT, matmul_peak  # noqa: E402
-from bench.evaluation import REFERENCE_MAX_NEW_TOKENS, bench_eval, eval_summary  # noqa: E402
+from bench.evaluation import REFERENCE_MAX_NEW_TOKENS, VARIANTS, bench_eval, eval_summary  # noqa: E402
+from bench.prefix import bench_prefix, prefix_summary  # noqa: E402
 from bench.scale import METHODS as SCALE_METHODS  # noqa: E402
 from bench.scale import bench_scale, scale_summary  # noqa: E402
 from bench.study_runs import demo_summary, expected_records  # noqa: E402
@@ -44,7 +47,7 @@ from bench.training import bench_train, train_summary  # noqa: E402
 from peftlab.config import resolve_config  # noqa: E402
 from peftlab.results import package_versions, run_metadata, write_json  # noqa: E402
 
-PARTS = ("matmul", "eval", "train", "demo", "scale", "cuda")
+PARTS = ("matmul", "eval", "train", "demo", "prefix", "scale", "cuda")
 
 
 def _record(device: str, result: dict) -> dict:
@@ -59,6 +62,7 @@ def run_eval(args, summary: dict, eval_batch: int) -> None:
         dtype="float32",
         batch_size=eval_batch,
         max_new_tokens=args.eval_max_new_tokens,
+        variants={name: VARIANTS[name] for name in args.eval_variants},
     )
     for total, result in results.items():
         write_json(OUT / f"eval-{total}.json", _record("cpu", result))
@@ -96,6 +100,28 @@ def run_demo(summary: dict) -> None:
     summary.update({k: result[k] for k in ("demo_wall_s", "demo_items_per_task", "demo_note")})
     summary["demo_split"] = result["detail"]["split"]
     print(f"demo: wall {result['demo_wall_s']}, items per task {result['demo_items_per_task']} ({result['demo_note']})")
+
+
+def run_prefix(args, summary: dict) -> None:
+    from peftlab.study import load_plan
+
+    demo = next(iter(load_plan("demo").base.values())).config  # the untuned base's evaluation settings
+    result = bench_prefix(
+        base_model=args.base_model,
+        n_items=demo["n_eval"],
+        max_new_tokens=demo["max_new_tokens"],
+        batch_size=demo["eval_batch_size"],
+        device="cpu",
+        dtype="float32",
+    )
+    write_json(OUT / "prefix.json", _record("cpu", result))
+    summary.update(prefix_summary(result))
+    tasks = ", ".join(
+        f"{task} {r['speedup']:.2f}x ({r['shared_prefix_tokens']} shared tokens, "
+        f"{100 * r['identical_reply_share']:.0f} % identical replies)"
+        for task, r in result["tasks"].items()
+    )
+    print(f"prefix, demo settings ({demo['n_eval']} items per task): {result['speedup']:.2f}x; {tasks}")
 
 
 def run_scale(args, summary: dict) -> None:
@@ -181,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="batch of the project's evaluation (default: eval_batch_size in params/defaults.yaml)",
     )
+    parser.add_argument(
+        "--eval-variants",
+        nargs="+",
+        choices=tuple(VARIANTS),
+        default=list(VARIANTS),
+        help="the batched variants measured against the reference protocol (default: all)",
+    )
     parser.add_argument("--train-rows", type=int, default=64, help="rows in the training benchmark")
     scale = parser.add_argument_group("scale", "defaults per device: bench/scale.py DEFAULTS")
     scale.add_argument("--scale-device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -213,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         run_train(args, summary, peak["flops"])
     if "demo" in parts:
         run_demo(summary)
+    if "prefix" in parts:
+        run_prefix(args, summary)
     if "scale" in parts:
         run_scale(args, summary)
     if "cuda" in parts:

@@ -8,7 +8,7 @@ loss and peak memory come from its run's record (`peftlab.train.run_training`).
 from __future__ import annotations
 
 from peftlab.config import resolve_config
-from peftlab.train import run_training
+from peftlab.train import run_training, training_layout
 
 from .common import OUT, peak_memory_gb, rel_diff
 
@@ -17,17 +17,19 @@ REFERENCE = "reference"
 PROJECT = "project"
 LAYOUTS = {
     REFERENCE: dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="no", gradient_checkpointing=True),
-    # the project's defaults (params/defaults.yaml)
-    PROJECT: dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", gradient_checkpointing=False),
-    # the reference's batching without checkpointing: on a CPU the fastest layout with the same loss
+    # the project's defaults (params/defaults.yaml): the layout follows the device (train.training_layout)
+    PROJECT: dict(
+        batch_size="auto", grad_accum="auto", padding_free="auto", mixed_precision="auto", gradient_checkpointing=False
+    ),
+    # the two layouts `auto` chooses between, each on the other device too
+    "batch8_padding_free": dict(
+        batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", gradient_checkpointing=False
+    ),
     "batch1_accum8": dict(
         batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto", gradient_checkpointing=False
     ),
     "project_bf16": dict(
-        batch_size=8, grad_accum=1, padding_free=True, mixed_precision="bf16", gradient_checkpointing=False
-    ),
-    "batch1_bf16": dict(
-        batch_size=1, grad_accum=8, padding_free=False, mixed_precision="bf16", gradient_checkpointing=False
+        batch_size="auto", grad_accum="auto", padding_free="auto", mixed_precision="bf16", gradient_checkpointing=False
     ),
 }
 LOSS_TOLERANCE = 0.02  # a layout does the same work when its final loss is within 2 % of the reference's
@@ -78,8 +80,13 @@ def bench_train(
     layouts = layouts or LAYOUTS
     results = {}
     for method in methods:
-        runs = {}
+        runs, seen = {}, {}
         for name, overrides in layouts.items():
+            key = tuple(sorted({**overrides, **training_layout(overrides, device)}.items()))
+            if key in seen:  # `auto` chose this layout on this device: measured once, under the first name
+                runs[name] = {**runs[seen[key]], "same_as": seen[key]}
+                continue
+            seen[key] = name
             config = resolve_config(
                 overrides=dict(
                     base_model=base_model,
@@ -100,7 +107,7 @@ def bench_train(
             record = run_training(config=config)
             bf16 = record["bf16_autocast"] or dtype == "bfloat16"
             runs[name] = {
-                "layout": overrides,
+                "layout": record["layout"],
                 "train_s": record["timings"]["train_s"],
                 "tokens": record["tokens"],
                 "tokens_per_s": record["tokens_per_s"],

@@ -1,4 +1,4 @@
-"""The benchmark's pure helpers, on hand-made inputs (no model is loaded)."""
+"""The benchmark's helpers on hand-made inputs, and its prefix and training parts on the tiny model."""
 
 from __future__ import annotations
 
@@ -219,3 +219,37 @@ def test_demo_figures_only_from_current_complete_records(tmp_path, monkeypatch):
 
     nothing = study_runs.demo_summary("demo", tmp_path / "none", [])
     assert nothing["demo_wall_s"] is None and "no records" in nothing["demo_note"]
+
+
+def test_prefix_part_reports_the_same_replies_with_and_without_the_shared_prefix():
+    from bench.prefix import bench_prefix, prefix_summary
+
+    result = bench_prefix(
+        base_model="tiny", n_items=3, max_new_tokens=4, batch_size=2, device="cpu", dtype="float32", passes=1
+    )
+    for task, r in result["tasks"].items():
+        assert 0 < r["shared_prefix_tokens"] < r["prompt_tokens"] / 3, task  # the system prompt, once per prompt
+        assert r["identical_reply_share"] == 1.0 and r["speedup"] > 0
+    assert prefix_summary(result)["prefix_identical_reply_share"] == 1.0
+
+
+def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, monkeypatch):
+    from bench import training
+
+    monkeypatch.setattr(training, "OUT", tmp_path)
+    layouts = {k: training.LAYOUTS[k] for k in ("reference", "project", "batch1_accum8")}
+    result = training.bench_train(
+        base_model="tiny",
+        n_train=8,
+        device="cpu",
+        dtype="float32",
+        peaks={"float32": 1e11, "bfloat16": 1e11},
+        layouts=layouts,
+        methods=("lora",),
+    )["lora"]
+    runs = result["runs"]
+    # on a CPU the project's layout is one row at a time, 8 per optimizer step
+    assert runs["project"]["layout"] == {"batch_size": 1, "grad_accum": 8, "padding_free": False}
+    assert runs["batch1_accum8"]["same_as"] == "project"
+    assert runs["reference"]["layout"] == runs["project"]["layout"] and "same_as" not in runs["reference"]
+    assert result["layouts"]["project"]["loss_equivalent"]  # checkpointing recomputes, it does not change the loss
