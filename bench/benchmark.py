@@ -100,6 +100,14 @@ def run_demo(summary: dict) -> None:
     summary.update({k: result[k] for k in ("demo_wall_s", "demo_items_per_task", "demo_note")})
     summary["demo_split"] = result["detail"]["split"]
     print(f"demo: wall {result['demo_wall_s']}, items per task {result['demo_items_per_task']} ({result['demo_note']})")
+    for row in result["demo_learned"]:
+        print(
+            f"  {row['config']} on {row['task']}: loss {row['loss_first']:.3f} -> {row['loss_last']:.3f}; "
+            f"{row['metric']} {row['score']:.3f} vs base {row['base_score']:.3f} "
+            f"(diff {row['diff']:+.3f}, interval {row['ci_low']:+.3f} to {row['ci_high']:+.3f}, n {row['n']}): "
+            f"{row['verdict']}"
+        )
+    summary["demo_learned"] = {f"{r['config']} ({r['task']})": r["learned"] for r in result["demo_learned"]}
 
 
 def run_prefix(args, summary: dict) -> None:

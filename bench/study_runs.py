@@ -206,6 +206,52 @@ def _split(study_dir: Path, train: list[dict], evals: list[dict]) -> dict:
     return split
 
 
+def learning_check(study_dir: Path) -> list[dict]:
+    """Whether each trained run learned its training task: its training loss at the first and
+    last logged step, and its in-domain score against the untuned base's on the same items
+    (paired cluster bootstrap, Holm over the runs, as the report's questions do). `learned`:
+    the loss fell and the score rose beyond the interval; None where the data cannot tell."""
+    from peftlab.analysis import Analysis, load_study
+
+    records = load_study(study_dir)
+    analysis = Analysis(records)
+    rows = analysis.in_domain()
+    comparisons = [
+        analysis.compare(row["config"], analysis.untuned(row["base"]), row["task"])
+        for _, row in rows.iterrows()
+        if analysis.untuned(row["base"]) is not None
+    ]
+    if not comparisons:
+        return []
+    adjusted = analysis.adjust(comparisons, "learning")
+    runs = records.trains.groupby("config")["model"].apply(list).to_dict()
+    out = []
+    for _, c in adjusted.iterrows():
+        curves = [records.train_records[m].get("loss_curve") or [] for m in runs.get(c["a"], [])]
+        first = [curve[0]["loss"] for curve in curves if curve]
+        last = [curve[-1]["loss"] for curve in curves if curve]
+        loss_fell = bool(first) and sum(last) < sum(first)
+        rose = c["verdict"] == "a better"
+        out.append(
+            {
+                "config": c["a"],
+                "task": c["task"],
+                "loss_first": sum(first) / len(first) if first else None,
+                "loss_last": sum(last) / len(last) if last else None,
+                "metric": c["metric"],
+                "score": c["a_value"],
+                "base_score": c["b_value"],
+                "diff": c["diff"],
+                "ci_low": c["ci_low"],
+                "ci_high": c["ci_high"],
+                "n": int(c["n"]),
+                "verdict": c["verdict"],
+                "learned": (loss_fell and rose) if c["verdict"] != "insufficient data" else None,
+            }
+        )
+    return out
+
+
 def demo_summary(study: str = "demo", study_dir: Path | None = None, expected: list[str] | None = None) -> dict:
     """The demo's wall time and items per task, only when its records are complete, written by
     the code as it is now, and from one session; otherwise None with a note saying why."""
@@ -232,7 +278,9 @@ def demo_summary(study: str = "demo", study_dir: Path | None = None, expected: l
     if wall["wall_s"] is not None and split:
         split["other_s"] = wall["wall_s"] - sum(split.values())  # papermill/kernel start-up, the workflow, the report
     ok = not problems
+    learned = learning_check(study_dir) if ok else []
     return {
+        "demo_learned": learned,
         "demo_wall_s": wall["wall_s"] if ok else None,
         "demo_items_per_task": summary["items_per_task"]["min"] if ok else None,
         "demo_note": "from this run's records and executed notebooks" if ok else "; ".join(problems),

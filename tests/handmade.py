@@ -113,6 +113,7 @@ def write_model(
             "memory": None if failed else (train_memory or CPU_TRAIN),
             "timings": {"train_s": 2.0},
             "tokens_per_s": 50.0,
+            "loss_curve": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}],
             "final_loss": 1.5,
             "trainable_params": 10,
             "total_params": 1000,

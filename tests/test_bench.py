@@ -253,3 +253,18 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
     assert runs["batch1_accum8"]["same_as"] == "project"
     assert runs["reference"]["layout"] == runs["project"]["layout"] and "same_as" not in runs["reference"]
     assert result["layouts"]["project"]["loss_equivalent"]  # checkpointing recomputes, it does not change the loss
+
+
+def test_learning_check_compares_each_run_with_the_untuned_base_on_its_training_task(tmp_path):
+    from handmade import write_squad_study_core
+
+    write_squad_study_core(tmp_path)
+    rows = {r["config"]: r for r in study_runs.learning_check(tmp_path)}
+    # in-domain rows only, bases excluded
+    assert set(rows) == {"tiny-Qwen3 Full FT (SQuAD v2)", "tiny-Qwen3 LoRA r8 (SQuAD v2)"}
+    full, lora = rows["tiny-Qwen3 Full FT (SQuAD v2)"], rows["tiny-Qwen3 LoRA r8 (SQuAD v2)"]
+    assert full["task"] == "squad_v2" and full["n"] == 40
+    assert (full["loss_first"], full["loss_last"]) == (2.0, 1.5)
+    # every item right against the base's 10 of 40: beyond the interval; LoRA's 8 of 40 is not
+    assert full["learned"] is True and full["ci_low"] > 0 and full["verdict"] == "a better"
+    assert lora["learned"] is False and lora["verdict"] != "a better"
