@@ -195,20 +195,26 @@ def _split(study_dir: Path, train: list[dict], evals: list[dict]) -> dict:
     for record in train:
         for key in ("load_s", "train_s", "save_s"):
             split[key] += (record.get("timings") or {}).get(key) or 0.0
+    loads: dict[str, float] = {}  # one load per evaluation job: its tasks' records repeat it
     for record in evals:
-        split["load_s"] += (record.get("timings") or {}).get("load_s") or 0.0
+        loads[record["_run"]] = (record.get("timings") or {}).get("load_s") or 0.0
         split["generate_s"] += (record.get("timings") or {}).get("generate_s") or 0.0
         items = study_dir / "runs" / record["_run"] / f"items-{record.get('task')}.parquet"
         if items.is_file():
             import pandas as pd
 
             split["latency_s"] += float(pd.read_parquet(items)["latency_s"].sum())
+    split["load_s"] += sum(loads.values())
     return split
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def learning_check(study_dir: Path) -> list[dict]:
-    """Whether each trained run learned its training task: its training loss at the first and
-    last logged step, and its in-domain score against the untuned base's on the same items
+    """Whether each trained run learned its training task: its training loss over the first and
+    the last quarter of its logged steps, and its in-domain score against the untuned base's on the same items
     (paired cluster bootstrap, Holm over the runs, as the report's questions do). `learned`:
     the loss fell and the score rose beyond the interval; None where the data cannot tell."""
     from peftlab.analysis import Analysis, load_study
@@ -227,9 +233,10 @@ def learning_check(study_dir: Path) -> list[dict]:
     runs = records.trains.groupby("config")["model"].apply(list).to_dict()
     out = []
     for _, c in adjusted.iterrows():
-        curves = [records.train_records[m].get("loss_curve") or [] for m in runs.get(c["a"], [])]
-        first = [curve[0]["loss"] for curve in curves if curve]
-        last = [curve[-1]["loss"] for curve in curves if curve]
+        curves = [[p["loss"] for p in records.train_records[m].get("loss_curve") or []] for m in runs.get(c["a"], [])]
+        # a logged step's loss is a few rows' loss: the first and last quarter of the steps, averaged
+        first = [_mean(curve[: max(1, len(curve) // 4)]) for curve in curves if curve]
+        last = [_mean(curve[-max(1, len(curve) // 4) :]) for curve in curves if curve]
         loss_fell = bool(first) and sum(last) < sum(first)
         rose = c["verdict"] == "a better"
         out.append(
