@@ -222,10 +222,11 @@ def learning_check(study_dir: Path) -> list[dict]:
     records = load_study(study_dir)
     analysis = Analysis(records)
     rows = analysis.in_domain()
+    bases = {row["config"]: analysis.untuned(row["base"]) for _, row in rows.iterrows()}
     comparisons = [
-        analysis.compare(row["config"], analysis.untuned(row["base"]), row["task"])
+        analysis.compare(row["config"], bases[row["config"]], row["task"])
         for _, row in rows.iterrows()
-        if analysis.untuned(row["base"]) is not None
+        if bases[row["config"]] is not None
     ]
     if not comparisons:
         return []
@@ -243,8 +244,8 @@ def learning_check(study_dir: Path) -> list[dict]:
             {
                 "config": c["a"],
                 "task": c["task"],
-                "loss_first": sum(first) / len(first) if first else None,
-                "loss_last": sum(last) / len(last) if last else None,
+                "loss_first": _mean(first) if first else None,
+                "loss_last": _mean(last) if last else None,
                 "metric": c["metric"],
                 "score": c["a_value"],
                 "base_score": c["b_value"],

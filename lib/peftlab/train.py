@@ -167,7 +167,8 @@ def run_training(*, config: Mapping) -> dict:
             model.enable_input_require_grads()
 
         phase = "train"
-        trainer, train_s, memory = _train(model, tokenizer, examples, config, out_dir)
+        layout = training_layout(config, model.device)
+        trainer, train_s, memory = _train(model, tokenizer, examples, config, layout, out_dir)
         timings["train_s"] = train_s
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * math.ceil(config["epochs"])
         history = trainer.state.log_history
@@ -212,7 +213,7 @@ def run_training(*, config: Mapping) -> dict:
                 "n_rows": len(examples),
                 "n_rows_too_long": n_too_long,
                 "bf16_autocast": uses_bf16_autocast(config, model),
-                "layout": training_layout(config, model.device),
+                "layout": layout,
                 "optimizer_steps": trainer.state.global_step,
                 "tokens": tokens,
                 "tokens_per_s": tokens / train_s if train_s else None,
@@ -250,9 +251,9 @@ def training_layout(config: Mapping, device: torch.device | str) -> dict:
     """batch_size, grad_accum and padding_free with `auto` decided for the device that trains.
 
     CPU: one row at a time and 8 accumulation steps, so no pad token is computed and no batch of
-    activations is held (measured on 32 SQuAD v2 rows, LoRA r8: 1 x 8 took 41 s at 2.3 GB
-    against 76-82 s at 8.8-10.5 GB for 8 rows per batch, padded or padding-free, with the same
-    final loss; bench/benchmark.py --only train). GPU: 8 rows in one padding-free batch, which
+    activations is held (bench/benchmark.py --only train, 64 OpenMath rows on 2 cores: 59.6 s
+    full FT / 45.2 s LoRA against 62.6 s / 54.4 s for padding-free batches of 8, the same final
+    loss; padded batches of 8 were slower still). GPU: 8 rows in one padding-free batch, which
     fills the device. A grad_accum left to `auto` beside a batch_size that is set keeps 8 rows
     per optimizer step."""
     cpu = torch.device(device).type == "cpu"
@@ -314,11 +315,10 @@ def _tensorboard_dir(config: Mapping, out_dir: Path):
             os.environ["TENSORBOARD_LOGGING_DIR"] = previous
 
 
-def _train(model, tokenizer, examples: list[dict], config: Mapping, out_dir: Path):
+def _train(model, tokenizer, examples: list[dict], config: Mapping, layout: Mapping, out_dir: Path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    layout = training_layout(config, model.device)
     steps_per_epoch = math.ceil(len(examples) / (layout["batch_size"] * layout["grad_accum"]))
     total_steps = max(1, math.ceil(steps_per_epoch * config["epochs"]))
     bf16 = uses_bf16_autocast(config, model)
