@@ -12,25 +12,30 @@ from peftlab.train import run_training, training_layout
 
 from .common import OUT, peak_memory_gb, rel_diff
 
-# The reference study's layout, gradient checkpointing included (its training script turned it on).
+# The reference study's layout, gradient checkpointing included (its training script turned it on),
+# every position projected onto the vocabulary as its trainer did.
 REFERENCE = "reference"
 PROJECT = "project"
+_AUTO = dict(batch_size="auto", grad_accum="auto", padding_free="auto", mixed_precision="auto")
+_LEAN = dict(gradient_checkpointing=False, lm_head_positions="labelled")
 LAYOUTS = {
-    REFERENCE: dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="no", gradient_checkpointing=True),
+    REFERENCE: dict(
+        batch_size=1,
+        grad_accum=8,
+        padding_free=False,
+        mixed_precision="no",
+        gradient_checkpointing=True,
+        lm_head_positions="all",
+    ),
     # the project's defaults (params/defaults.yaml): the layout follows the device (train.training_layout)
-    PROJECT: dict(
-        batch_size="auto", grad_accum="auto", padding_free="auto", mixed_precision="auto", gradient_checkpointing=False
-    ),
+    PROJECT: dict(**_AUTO, **_LEAN),
+    # the project's layout with each of its two other levers undone
+    "project_all_positions": dict(**_AUTO, gradient_checkpointing=False, lm_head_positions="all"),
+    "project_checkpointed": dict(**_AUTO, gradient_checkpointing=True, lm_head_positions="labelled"),
     # the two layouts `auto` chooses between, each on the other device too
-    "batch8_padding_free": dict(
-        batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", gradient_checkpointing=False
-    ),
-    "batch1_accum8": dict(
-        batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto", gradient_checkpointing=False
-    ),
-    "project_bf16": dict(
-        batch_size="auto", grad_accum="auto", padding_free="auto", mixed_precision="bf16", gradient_checkpointing=False
-    ),
+    "batch8_padding_free": dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", **_LEAN),
+    "batch1_accum8": dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto", **_LEAN),
+    "project_bf16": dict(**{**_AUTO, "mixed_precision": "bf16"}, **_LEAN),
 }
 LOSS_TOLERANCE = 0.02  # a layout does the same work when its final loss is within 2 % of the reference's
 SPEEDUP_GOAL = 1.5

@@ -51,6 +51,7 @@ NOT_DEFAULTS = dict(
     group_by_length=False,
     padding_free=False,
     mixed_precision="no",
+    lm_head_positions="all",
     seed=3,
     train_task="arc",
     n_train=8,

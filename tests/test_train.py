@@ -158,21 +158,19 @@ def test_merged_checkpoint_is_saved_in_the_base_dtype(tmp_path):
 
 
 def _curve(tmp_path, name, **overrides):
-    config = resolve_config(
-        overrides=dict(
-            base_model="tiny",
-            method="lora",
-            rank=8,
-            dropout=0.0,
-            n_train=16,
-            batch_size=4,
-            grad_accum=1,
-            max_length=512,
-            group_by_length=False,
-            out_dir=str(tmp_path / name),
-            **overrides,
-        )
+    defaults = dict(
+        base_model="tiny",
+        method="lora",
+        rank=8,
+        dropout=0.0,
+        n_train=16,
+        batch_size=4,
+        grad_accum=1,
+        max_length=512,
+        group_by_length=False,
+        out_dir=str(tmp_path / name),
     )
+    config = resolve_config(overrides={**defaults, **overrides})
     record = run_training(config=config)
     assert record["status"] == "ok", record.get("error")
     return record, [point["loss"] for point in record["loss_curve"]]
@@ -193,3 +191,33 @@ def test_bf16_autocast_is_recorded_and_keeps_float32_weights(tmp_path):
     assert fp32["bf16_autocast"] is False and bf16["bf16_autocast"] is True
     assert bf16["model"]["merged_dtype"] == "float32"
     assert mixed == pytest.approx(exact, rel=0.05)
+
+
+def test_lm_head_scores_only_labelled_positions_with_the_same_loss(tmp_path, monkeypatch):
+    """`lm_head_positions: labelled` projects only the completion's positions onto the
+    vocabulary (on a CPU too, where TRL would project every position and mask the prompt's);
+    `all` projects every position. The losses are the same."""
+    import trl.trainer.utils as trl_utils
+
+    projected: list[int] = []
+    fused, trl_choice = trl_utils._ChunkedLogProbFunction, trl_utils._use_triton
+
+    class Counting:
+        @staticmethod
+        def apply(hidden, *args):
+            projected.append(hidden.shape[0])
+            return fused.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    counts, curves = {}, {}
+    for positions in ("labelled", "all"):
+        projected.clear()
+        record, curves[positions] = _curve(
+            tmp_path, positions, lm_head_positions=positions, batch_size=1, grad_accum=4
+        )
+        counts[positions] = sum(projected)
+    assert curves["labelled"] == pytest.approx(curves["all"], rel=1e-5)
+    # every position but the last of each row, against the completions' tokens only
+    assert counts["all"] == record["tokens"] - record["n_rows"]
+    assert 0 < counts["labelled"] < counts["all"] / 2
+    assert trl_utils._use_triton is trl_choice  # TRL's own choice is back after the run

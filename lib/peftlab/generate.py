@@ -169,67 +169,132 @@ def prefix_cache(model, prefix_ids: torch.Tensor, cache_keyword: str | None = No
     return cache
 
 
-def _extended(model, prefix):
-    """A fresh cache holding the shared prefix's keys and values (`prefix_cache`); updating it
-    concatenates into new tensors, so the shared prefix itself is never written to."""
+def _expanded(model, prefix, rows: int):
+    """A fresh cache for `rows` prompts that all start with the shared prefix (`prefix_cache`):
+    the prefix's keys and values are broadcast, not copied; the first update concatenates them
+    into new tensors, so the shared prefix itself is never written to."""
     from transformers import DynamicCache
 
     own = DynamicCache(config=model.config)
     if prefix is not None:
         for index, layer in enumerate(prefix.layers):
             if layer.keys is not None and layer.keys.numel():
-                own.update(layer.keys, layer.values, index)
+                own.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
     return own
 
 
-def _prefill(model, input_ids, attention_mask, cache_keyword: str, room: int | None = None, prefix=None):
-    """Each prompt's KV cache computed on its own (no pad tokens through the model), then
-    left-padded into one batch cache. Returns the cache and each prompt's last logits.
+def _prefill_groups(lengths: list[int], shared: int, budget: int) -> list[list[int]]:
+    """Consecutive rows whose own tokens (after the shared prefix), padded to the group's
+    longest, fit `budget` tokens: one forward pass per group. Without a shared prefix every
+    row is its own group (a left-pad position would then attend to nothing at all)."""
+    if not shared:
+        return [[row] for row in range(len(lengths))]
+    groups: list[list[int]] = []
+    for row, length in enumerate(lengths):
+        if groups and max(lengths[r] - shared for r in groups[-1] + [row]) * (len(groups[-1]) + 1) <= budget:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def _row_caches(model, input_ids, attention_mask, cache_keyword: str, prefix, budget: int):
+    """Each prompt's keys and values (per layer: heads x tokens x dim, no pad position) and
+    last logits, in row order. Prompts are computed in groups (`_prefill_groups`): the group's
+    own tokens left-padded after the shared prefix, in one forward pass whose attention mask
+    hides the pad positions and whose position ids count each prompt's tokens as a prompt
+    computed alone would; the pad positions are then cut out of each row's keys and values."""
+    shared = 0 if prefix is None else prefix.get_seq_length()
+    reals = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
+    for group in _prefill_groups([len(real) for real in reals], shared, budget):
+        owns = [reals[row][shared:] for row in group]
+        width = max(len(own) for own in owns)
+        ids = input_ids.new_zeros((len(group), width))
+        mask = attention_mask.new_zeros((len(group), shared + width))
+        mask[:, :shared] = 1
+        positions = torch.full_like(ids, shared)
+        for index, own in enumerate(owns):
+            ids[index, width - len(own) :] = own
+            mask[index, shared + width - len(own) :] = 1
+            positions[index, width - len(own) :] = torch.arange(shared, shared + len(own), device=ids.device)
+        cache = _expanded(model, prefix, len(group))
+        output = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_keyword: cache},
+        )
+        for index, (row, own) in enumerate(zip(group, owns)):
+            kept = slice(shared + width - len(own), None)
+
+            def real(tensor):
+                if not shared:
+                    return tensor[index, :, kept]
+                return torch.cat([tensor[index, :, :shared], tensor[index, :, kept]], dim=-2)
+
+            yield (
+                row,
+                [real(layer.keys) for layer in cache.layers],
+                [real(layer.values) for layer in cache.layers],
+                output.logits[index : index + 1, -1, :],
+            )
+        del cache, output
+
+
+def _prefill(
+    model,
+    input_ids,
+    attention_mask,
+    cache_keyword: str,
+    room: int | None = None,
+    prefix=None,
+    prefill_tokens: int = 1,
+):
+    """The prompts' KV caches (`_row_caches`: no pad token through the model beyond a group's
+    own), left-padded into one batch cache. Returns the cache and each prompt's last logits.
 
     `prefix`: the cache of tokens every prompt of the batch starts with (`prefix_cache`);
-    each prompt then computes only the tokens after it.
+    each prompt then computes only the tokens after it, and `prefill_tokens` of those (padded
+    to the longest) go through the model in one forward pass. A forward pass reads every
+    weight once whatever its width, so short prompts computed together cost little more than
+    one of them; 1 computes each prompt on its own.
 
     `room`: the most tokens the batch cache will hold (prompt width + new tokens); given, the
     cache is one of growing buffers (`_growing_layer_class`) allocated once at that size, and
-    each prompt's cache is copied in and dropped as soon as it is computed, so at most one
-    prompt's own cache exists beside the batch cache (peak memory: the batch cache, not twice
+    each group's cache is copied in and dropped as soon as it is computed, so at most one
+    group's own cache exists beside the batch cache (peak memory: the batch cache, not twice
     it). Without `room`, a `DynamicCache` built from all the prompts' caches at the end."""
     from transformers import DynamicCache
     from transformers.cache_utils import Cache
 
     width = input_ids.shape[1]
-    own_caches, pads, last_logits, layers = [], [], [], None
-    shared = 0 if prefix is None else prefix.get_seq_length()
-    for row, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
-        real = ids[mask.bool()][None]
-        own = _extended(model, prefix)
-        output = model(input_ids=real[:, shared:], use_cache=True, logits_to_keep=1, **{cache_keyword: own})
-        last_logits.append(output.logits[:, -1, :])
-        pad = width - real.shape[1]
-        if room is None:
-            own_caches.append(own)
-            pads.append(pad)
-            continue
-        if layers is None:
-            growing = _growing_layer_class()
-            layers = [growing.reserved(len(input_ids), layer.keys, layer.values, room) for layer in own.layers]
-        for layer, own_layer in zip(layers, own.layers):
-            layer.write_row(row, pad, own_layer.keys[0], own_layer.values[0])
-        del own, output
-    if layers is not None:
+    rows = _row_caches(model, input_ids, attention_mask, cache_keyword, prefix, prefill_tokens)
+    if room is not None:
+        last_logits, layers = [None] * len(input_ids), None
+        for row, keys, values, logits in rows:
+            if layers is None:
+                growing = _growing_layer_class()
+                layers = [growing.reserved(len(input_ids), k[None], v[None], room) for k, v in zip(keys, values)]
+            for layer, k, v in zip(layers, keys, values):
+                layer.write_row(row, width - k.shape[-2], k, v)
+            last_logits[row] = logits
         return Cache(layers=layers), torch.cat(last_logits)
 
+    collected = sorted(rows, key=lambda entry: entry[0])
+
     def left_padded(tensors):
-        return torch.cat([torch.nn.functional.pad(t, (0, 0, pad, 0)) for t, pad in zip(tensors, pads)])
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))[None] for t in tensors])
 
     cache = DynamicCache(config=model.config)
-    for index in range(len(own_caches[0].layers)):
+    for index in range(len(collected[0][1])):
         cache.update(
-            left_padded([own.layers[index].keys for own in own_caches]),
-            left_padded([own.layers[index].values for own in own_caches]),
+            left_padded([keys[index] for _, keys, _, _ in collected]),
+            left_padded([values[index] for _, _, values, _ in collected]),
             index,
         )
-    return cache, torch.cat(last_logits)
+    return cache, torch.cat([logits for *_, logits in collected])
 
 
 @torch.inference_mode()
@@ -243,6 +308,7 @@ def greedy_decode(
     stop: Callable[[list[int]], bool] | None = None,
     growing_cache: bool = True,
     prefix=None,
+    prefill_tokens: int = 1,
 ) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each sequence from the batch as soon
     as it has ended (end-of-sequence token, `max_new_tokens`, or `stop`).
@@ -259,10 +325,12 @@ def greedy_decode(
     (`_growing_layer_class`); False uses Transformers' `DynamicCache`, which copies the whole
     cache at every step. Same tokens either way.
 
-    `prefix`: the cache of the tokens every prompt starts with (`prefix_cache`)."""
+    `prefix`: the cache of the tokens every prompt starts with (`prefix_cache`), and
+    `prefill_tokens` how many of the prompts' own tokens after it go through the model in one
+    forward pass (`_prefill`)."""
     keyword = _cache_keyword(model)
     room = input_ids.shape[1] + max_new_tokens if growing_cache else None
-    cache, logits = _prefill(model, input_ids, attention_mask, keyword, room, prefix)
+    cache, logits = _prefill(model, input_ids, attention_mask, keyword, room, prefix, prefill_tokens)
     next_position = attention_mask.long().sum(-1, keepdim=True)
     alive = list(range(input_ids.shape[0]))  # batch row -> input index
     generated: list[list[int]] = [[] for _ in alive]
@@ -307,6 +375,7 @@ def generate_batched(
     stop_at_first_box: bool = False,
     growing_cache: bool = True,
     share_prefix: bool = True,
+    prefill_tokens: int = 1,
 ) -> list[dict]:
     """Replies for all prompts, `batch_size` at a time, left-padded, greedy (`greedy_decode`).
     Prompts are grouped by length (fewer pad tokens) and returned in input order. Each item's
@@ -351,6 +420,7 @@ def generate_batched(
                 stop=stop,
                 growing_cache=growing_cache,
                 prefix=prefix,
+                prefill_tokens=prefill_tokens,
             )
             _sync(model.device)
             seconds = (time.perf_counter() - started + prefix_s) / len(chunk)
