@@ -34,6 +34,7 @@ ITEM_COLUMNS = {
     "latency_tokens",
     "cluster",
     "ref_score",
+    "reply_from",
 }
 LATENCY_KEYS = {
     "n",
@@ -81,6 +82,32 @@ def test_every_task_writes_items_and_figures(evaluated):
         assert record["model"]["n_params"] > 0
     squad = pd.read_parquet(out / "items-squad_v2.parquet")
     assert all(isinstance(list(g), list) for g in squad["gold"])
+
+
+def test_each_item_is_generated_once_timed_items_scored_from_their_timed_call(evaluated):
+    """The items timed at batch 1 are scored from the reply of their timed call; the batch
+    decodes only the others. The replies are the ones a batch decoding every item gives."""
+    from peftlab.generate import generate_batched
+
+    config, records = evaluated
+    model_inputs = {}
+    for task, record in records.items():
+        items = pd.read_parquet(Path(config["out_dir"]) / f"items-{task}.parquet")
+        timed = items["latency_s"].notna()
+        assert (items.loc[timed, "reply_from"] == "timed call").all()
+        assert (items.loc[~timed, "reply_from"] == "batch").all()
+        assert (items.loc[timed, "tokens_generated"] == items.loc[timed, "latency_tokens"]).all()
+        assert (items.loc[timed, "seconds"] == items.loc[timed, "latency_s_pass1"]).all()
+        assert record["throughput"]["items"] == (~timed).sum() == 3
+        model_inputs[task] = items
+    from peftlab.models import load_model
+
+    model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
+    for task, items in model_inputs.items():
+        everything = generate_batched(
+            model, tokenizer, list(items["prompt"]), max_new_tokens=config["max_new_tokens"], batch_size=4
+        )
+        assert [g["reply"] for g in everything] == list(items["reply"]), task
 
 
 def test_latency_is_timed_in_passes_and_summarised_from_per_item_means(evaluated):

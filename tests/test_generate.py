@@ -115,13 +115,35 @@ def test_prompts_sharing_a_system_prompt_get_the_replies_of_one_generate_call_ea
     token_lists = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     assert shared_prefix_length(token_lists) > 20, "the prompts should share their system prompt"
     single = time_single(model, tokenizer, prompts, max_new_tokens=12)
-    for batch_size in (1, 2, len(prompts)):
-        for share in (True, False):
-            batched = generate_batched(
-                model, tokenizer, prompts, max_new_tokens=12, batch_size=batch_size, share_prefix=share
-            )
-            assert [b["reply"] for b in batched] == [s["reply"] for s in single], (batch_size, share)
-            assert [b["tokens_generated"] for b in batched] == [s["tokens_generated"] for s in single]
+    own = [len(ids) - shared_prefix_length(token_lists) for ids in token_lists]
+    assert len(set(own)) > 1, "the prompts should differ in length after the prefix"
+    # prompts computed one by one, two or three per pass (left-padded after the prefix), all at once
+    for prefill_tokens in (1, 2 * max(own), 3 * max(own), 10**6):
+        for batch_size in (1, 2, len(prompts)):
+            for share in (True, False):
+                batched = generate_batched(
+                    model,
+                    tokenizer,
+                    prompts,
+                    max_new_tokens=12,
+                    batch_size=batch_size,
+                    share_prefix=share,
+                    prefill_tokens=prefill_tokens,
+                )
+                layout = (prefill_tokens, batch_size, share)
+                assert [b["reply"] for b in batched] == [s["reply"] for s in single], layout
+                assert [b["tokens_generated"] for b in batched] == [s["tokens_generated"] for s in single]
+
+
+def test_prefill_groups_fit_the_token_budget_and_need_a_shared_prefix():
+    from peftlab.generate import _prefill_groups
+
+    # own tokens after a 10-token prefix: 2, 3, 3, 6; a group costs rows x its longest
+    assert _prefill_groups([12, 13, 13, 16], shared=10, budget=9) == [[0, 1, 2], [3]]
+    assert _prefill_groups([12, 13, 13, 16], shared=10, budget=24) == [[0, 1, 2, 3]]
+    assert _prefill_groups([12, 13, 13, 16], shared=10, budget=1) == [[0], [1], [2], [3]]
+    # without a shared prefix a left-pad position would attend to nothing: one prompt per pass
+    assert _prefill_groups([2, 3, 3], shared=0, budget=100) == [[0], [1], [2]]
 
 
 def test_first_box_rule_stops_once_the_first_box_closes(tiny):

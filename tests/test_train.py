@@ -212,9 +212,7 @@ def test_lm_head_scores_only_labelled_positions_with_the_same_loss(tmp_path, mon
     counts, curves = {}, {}
     for positions in ("labelled", "all"):
         projected.clear()
-        record, curves[positions] = _curve(
-            tmp_path, positions, lm_head_positions=positions, batch_size=1, grad_accum=4
-        )
+        record, curves[positions] = _curve(tmp_path, positions, lm_head_positions=positions, batch_size=1, grad_accum=4)
         counts[positions] = sum(projected)
     assert curves["labelled"] == pytest.approx(curves["all"], rel=1e-5)
     # every position but the last of each row, against the completions' tokens only

@@ -255,19 +255,23 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     prompts = render_prompts(tokenizer, [eval_messages(task, row, config["protocol"]) for row in rows])
     golds = [gold(task, row) for row in rows]
 
+    # The timed items' replies are scored from their timed calls (one generate() call each, the
+    # reference's own decoding); the batch decodes only the others, so no item is generated twice.
+    subset = latency_subset(len(rows), config["n_latency"])
+    timed = set(subset)
+    untimed = [i for i in range(len(rows)) if i not in timed]
     batch_size = config["eval_batch_size"]
     with PhaseMemory(model.device, label=f"batched scoring peak (batch {batch_size})") as memory_batched:
         started = time.perf_counter()
-        generated = generate_batched(
+        batched = generate_batched(
             model,
             tokenizer,
-            prompts,
+            [prompts[i] for i in untimed],
             max_new_tokens=config["max_new_tokens"],
             batch_size=batch_size,
             desc=f"{task} (batch {batch_size})",
         )
         batched_s = time.perf_counter() - started
-    subset = latency_subset(len(rows), config["n_latency"])
     repeats = config.get("latency_repeats", 1)
     serving_label = "batch-1 serving peak" + ("" if subset else " (no item timed: the loaded model only)")
     with PhaseMemory(model.device, label=serving_label) as memory:
@@ -279,6 +283,11 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
             repeats=repeats,
             desc=f"{task} latency (batch 1)",
         )
+    generated: list[dict] = [{}] * len(rows)
+    for index, reply in zip(untimed, batched):
+        generated[index] = {**reply, "reply_from": "batch"}
+    for index, reply in zip(subset, passes[0] if passes else []):
+        generated[index] = {**reply, "reply_from": "timed call"}
 
     replies = [g["reply"] for g in generated]
     scored = scoring.score_items(task, replies, golds)
@@ -291,6 +300,7 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
             "gold": [_gold_text(g) for g in golds],
             "tokens_generated": [g["tokens_generated"] for g in generated],
             "seconds": [g["seconds"] for g in generated],
+            "reply_from": [g["reply_from"] for g in generated],
             "hit_max_new_tokens": [g["tokens_generated"] >= config["max_new_tokens"] for g in generated],
         }
     )
@@ -327,11 +337,11 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
         "latency": latency,
         "throughput": {
             "batch_size": config["eval_batch_size"],
-            "items": len(items),
+            "items": len(untimed),
             "wall_s": batched_s,
-            "items_per_s": len(items) / batched_s if batched_s else None,
-            "tokens_generated_mean": float(items["tokens_generated"].mean()),
-            "hit_max_new_tokens": float(items["hit_max_new_tokens"].mean()),
+            "items_per_s": len(untimed) / batched_s if untimed and batched_s else None,
+            "tokens_generated_mean": float(items.loc[untimed, "tokens_generated"].mean()) if untimed else None,
+            "hit_max_new_tokens": float(items.loc[untimed, "hit_max_new_tokens"].mean()) if untimed else None,
         },
         "memory": memory.result(),
         "memory_batched": memory_batched.result(),

@@ -295,6 +295,9 @@ def comparison_section(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .run_notebook import skip_iri_format_checker
+
+    skip_iri_format_checker()  # before papermill and nbconvert import nbformat
     parser = argparse.ArgumentParser(
         prog="python -m peftlab.report", description="Render a study's report (HTML, PDF, table1.csv)."
     )

@@ -21,6 +21,6 @@ rule train:
         "mkdir -p {params.folder} && "
         "{PY} -m peftlab.study params {STUDY} {wildcards.run} > {params.folder}/params-train.yaml && "
         "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
-        "{BIN}/papermill --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
+        "{PY} -m peftlab.run_notebook --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
         "--cwd notebooks > {log} 2>&1 "
         "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
