@@ -251,11 +251,14 @@ def training_layout(config: Mapping, device: torch.device | str) -> dict:
     """batch_size, grad_accum and padding_free with `auto` decided for the device that trains.
 
     CPU: one row at a time and 8 accumulation steps, so no pad token is computed and no batch of
-    activations is held (bench/benchmark.py --only train, 64 OpenMath rows on 2 cores: 59.6 s
-    full FT / 45.2 s LoRA against 62.6 s / 54.4 s for padding-free batches of 8, the same final
-    loss; padded batches of 8 were slower still). GPU: 8 rows in one padding-free batch, which
-    fills the device. A grad_accum left to `auto` beside a batch_size that is set keeps 8 rows
-    per optimizer step."""
+    activations is held: the leanest layout, which keeps the demo's jobs within a laptop's
+    memory. Since only labelled positions reach the LM head (`lm_head_positions`), padding-free
+    batches of 8 are the faster layout on a 2-core CPU as well (bench/benchmark.py --only train,
+    64 OpenMath rows: 1.84x full FT / 1.72x LoRA against the reference layout, one row at a time
+    1.54x / 1.44x, the same final loss) at about 1.6 GB more peak memory: with memory to spare,
+    set batch_size 8 and padding_free true. GPU: 8 rows in one padding-free batch, which fills
+    the device. A grad_accum left to `auto` beside a batch_size that is set keeps 8 rows per
+    optimizer step."""
     cpu = torch.device(device).type == "cpu"
     batch = config["batch_size"]
     if batch == "auto":
