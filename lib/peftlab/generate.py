@@ -259,7 +259,7 @@ def _prefill(
     cache_keyword: str,
     room: int | None = None,
     prefix=None,
-    prefill_tokens: int = 1,
+    prefill_tokens: int = PREFILL_TOKENS,
 ):
     """The prompts' KV caches (`_row_caches`: no pad token through the model beyond a group's
     own), left-padded into one batch cache. Returns the cache and each prompt's last logits.
@@ -281,17 +281,17 @@ def _prefill(
     width = input_ids.shape[1]
     rows = _row_caches(model, input_ids, attention_mask, cache_keyword, prefix, prefill_tokens)
     if room is not None:
-        last_logits, layers = [None] * len(input_ids), None
+        last_logits, layers = [], None
         for row, keys, values, logits in rows:
             if layers is None:
                 growing = _growing_layer_class()
                 layers = [growing.reserved(len(input_ids), k[None], v[None], room) for k, v in zip(keys, values)]
             for layer, k, v in zip(layers, keys, values):
                 layer.write_row(row, width - k.shape[-2], k, v)
-            last_logits[row] = logits
+            last_logits.append(logits)
         return Cache(layers=layers), torch.cat(last_logits)
 
-    collected = sorted(rows, key=lambda entry: entry[0])
+    collected = list(rows)
 
     def left_padded(tensors):
         return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))[None] for t in tensors])
@@ -317,7 +317,7 @@ def greedy_decode(
     stop: Callable[[list[int]], bool] | None = None,
     growing_cache: bool = True,
     prefix=None,
-    prefill_tokens: int = 1,
+    prefill_tokens: int = PREFILL_TOKENS,
 ) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each sequence from the batch as soon
     as it has ended (end-of-sequence token, `max_new_tokens`, or `stop`).
