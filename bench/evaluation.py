@@ -4,10 +4,12 @@ The reference protocol is one prompt per `generate()` call with `max_new_tokens=
 project decodes `eval_batch_size` prompts together (`peftlab.generate.generate_batched`):
 each prompt's cache is computed on its own, every sequence leaves the batch when it ends, and
 the batch cache lives in buffers that grow by doubling (`growing_cache`) instead of being
-copied at every step, and the tokens all prompts start with are computed once (`share_prefix`).
-Variants: the same with the per-step copying cache (`DynamicCache`, as before), the same
-stopping once the first `\\boxed{}` closes (all the reference scoring reads), and the same
-computing every prompt whole. Every variant is compared with the reference on the share of identical parsed answers.
+copied at every step, the tokens all prompts start with are computed once (`share_prefix`),
+and once few sequences remain each checks tokens drafted from its own text alongside its next
+one (`draft_tokens`). Variants: the same with the per-step copying cache (`DynamicCache`, as
+before), the same stopping once the first `\\boxed{}` closes (all the reference scoring
+reads), the same computing every prompt whole, and the same without drafts. Every variant is
+compared with the reference on the share of identical parsed answers.
 
 A size is a total item count split evenly over the three tasks (60: 20 per task). Batch-1
 timings do not depend on which other items are timed, so the reference protocol runs once
@@ -37,6 +39,8 @@ VARIANTS = {  # name -> generate_batched keywords
     "batched_stop_at_first_box": dict(stop_at_first_box=True, growing_cache=True),
     # every prompt computed whole, its system prompt and chat template included (as before)
     "batched_unshared_prefix": dict(stop_at_first_box=False, growing_cache=True, share_prefix=False),
+    # one token per sequence and pass: no drafts checked alongside it
+    "batched_no_drafts": dict(stop_at_first_box=False, growing_cache=True, draft_tokens=0),
 }
 
 

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from peftlab.generate import (
+    NgramDrafter,
+    _drop_holes,
     _growing_layer_class,
     first_box_closed,
     generate_batched,
     greedy_decode,
+    grouped_head_attention,
     render_prompts,
     shared_prefix_length,
     time_single,
@@ -179,5 +182,101 @@ def test_first_box_rule_stops_once_the_first_box_closes(tiny):
         max_new_tokens=20,
         eos_ids={tokenizer.eos_token_id},
         stop=stop,
+        draft_tokens=0,  # one forced token per forward pass
     )
     assert got == [box]
+
+
+def test_drafter_proposes_what_followed_the_latest_earlier_occurrence():
+    drafter = NgramDrafter([5, 1, 2, 3, 9, 1, 2, 3, 4])
+    drafter.extend([1, 2, 3])
+    assert drafter.draft(2) == [4, 1]  # the latest "1 2 3" was followed by 4, then 1
+    # a loop's continuation runs past the sequence's end: the draft repeats its period
+    loop = NgramDrafter([7, 8, 9, 7, 8, 9])
+    assert loop.draft(7) == [7, 8, 9, 7, 8, 9, 7]
+    # no 3-gram or 2-gram match: the last token alone
+    single = NgramDrafter([4, 6, 1, 4])
+    assert single.draft(3) == [6, 1, 4]
+    assert NgramDrafter([1, 2, 3]).draft(4) == []  # nothing seen before
+    assert loop.draft(0) == []
+
+
+def test_drafted_decoding_writes_the_greedy_replies_in_fewer_passes():
+    """Drafts checked in one pass give one generate() call's reply per prompt, and a reply
+    that repeats itself takes fewer passes than tokens. Float64, so that no float rounding
+    of a several-token pass can change an argmax."""
+    model, tokenizer, _ = load_model(base_model="tiny", dtype="float64", device="cpu")
+    expected = _one_by_one(model, tokenizer, 60, eos_token_id=tokenizer.eos_token_id)
+    tokenizer.padding_side = "left"
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    passes = []
+    forward = model.forward
+
+    def counted(*args, **kwargs):
+        passes.append(kwargs["input_ids"].shape)
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    for draft_tokens, draft_budget in ((0, 64), (4, 64), (10, 64), (10, 12)):
+        passes.clear()
+        got = greedy_decode(
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            max_new_tokens=60,
+            eos_ids={tokenizer.eos_token_id},
+            draft_tokens=draft_tokens,
+            draft_budget=draft_budget,
+        )
+        assert got == expected, (draft_tokens, draft_budget)
+        decoding = [shape for shape in passes if shape[0] <= len(PROMPTS) and shape[1] <= draft_tokens + 1]
+        widest = max(shape[1] for shape in decoding)
+        if draft_tokens:
+            assert len(decoding) < max(len(reply) for reply in expected) - 1, "drafts should save passes"
+            assert widest <= draft_tokens + 1
+            # a pass computes at most the budget's tokens, or one per row when the rows alone fill it
+            assert all(rows * width <= max(draft_budget, rows) for rows, width in decoding)
+        else:
+            assert widest == 1
+
+
+def test_dropping_holes_keeps_each_rows_positions_right_aligned():
+    layer = _growing_layer_class()(limit=4)
+    torch.manual_seed(0)
+    keys = torch.randn(2, 1, 140, 3)
+    layer.update(keys, keys + 1)
+    mask = torch.ones(2, 140, dtype=torch.long)
+    mask[0, :70] = 0  # row 0 keeps its last 70 positions
+    mask[1, 1::2] = 0  # row 1 keeps every other one: 70 positions
+    mask[1, 139] = 1  # and the last: 71 kept, 69 holes (at least 64 and a quarter of 71)
+
+    class Holder:
+        layers = [layer]
+
+    new_mask = _drop_holes(Holder(), mask)
+    assert new_mask.shape == (2, 71)
+    assert new_mask[0].tolist() == [0] + [1] * 70 and new_mask[1].tolist() == [1] * 71
+    assert torch.equal(layer.keys[0, :, 1:], keys[0, :, 70:])
+    assert torch.equal(layer.keys[1], keys[1][:, mask[1].bool()])
+    assert torch.equal(layer.values[1], keys[1][:, mask[1].bool()] + 1)
+    assert layer.get_seq_length() == 71
+    # few holes: the cache is left as it is
+    assert _drop_holes(Holder(), new_mask) is new_mask
+
+
+def test_grouped_head_attention_computes_the_same_logits_and_is_undone(tiny):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model, tokenizer = tiny
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    tokenizer.padding_side = "left"
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert not batch["attention_mask"].all(), "the test needs a masked, several-token query"
+    plain = model(**batch).logits
+    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    with grouped_head_attention():
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not original
+        grouped = model(**batch).logits
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
+    real = batch["attention_mask"].bool()
+    assert torch.equal(grouped[real], plain[real])
