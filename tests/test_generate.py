@@ -91,6 +91,23 @@ def test_growing_cache_layer_holds_what_concatenation_would():
     assert torch.equal(layer.values, torch.cat(values, dim=-2)[[2, 0]])
 
 
+def test_rows_that_end_are_refilled_from_the_batch_end_and_the_cache_follows():
+    from peftlab.generate import _keep_rows
+
+    assert _keep_rows([False, True, False, False, True]) == [0, 3, 2]
+    assert _keep_rows([True, True, False, False]) == [3, 2]
+    assert _keep_rows([False, False]) == [0, 1]
+    layer = _growing_layer_class()(limit=8)
+    torch.manual_seed(0)
+    keys = torch.randn(5, 2, 3, 4)
+    layer.update(keys, keys + 1)
+    rows = _keep_rows([False, True, False, False, True])
+    layer.batch_select_indices(torch.tensor(rows))
+    assert torch.equal(layer.keys, keys[rows]) and torch.equal(layer.values, keys[rows] + 1)
+    layer.update(torch.ones(3, 2, 1, 4), torch.ones(3, 2, 1, 4))  # the kept rows go on growing
+    assert torch.equal(layer.keys[:, :, :3], keys[rows]) and layer.get_seq_length() == 4
+
+
 def test_batched_replies_equal_single_replies_in_input_order(tiny):
     model, tokenizer = tiny
     single = time_single(model, tokenizer, PROMPTS, max_new_tokens=10)

@@ -134,15 +134,26 @@ def _growing_layer_class():
             return self.keys, self.values
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.length:
+            if not self.length:
+                return
+            rows = indices.tolist()
+            if all(source == row or source >= len(rows) for row, source in enumerate(rows)):
+                # rows kept in place, or refilled from beyond the new batch (`_keep_rows`): copy only
+                # the moved rows, then view the first len(rows)
+                for row, source in enumerate(rows):
+                    if source != row:
+                        self.key_buffer[row, :, : self.length] = self.key_buffer[source, :, : self.length]
+                        self.value_buffer[row, :, : self.length] = self.value_buffer[source, :, : self.length]
+                self.key_buffer, self.value_buffer = self.key_buffer[: len(rows)], self.value_buffer[: len(rows)]
+            else:
                 # only the filled part is copied (an untouched buffer tail costs no memory)
                 for name in ("key_buffer", "value_buffer"):
                     old = getattr(self, name)
                     new = old.new_empty((len(indices), *old.shape[1:]))
                     new[:, :, : self.length] = old[indices, :, : self.length]
                     setattr(self, name, new)
-                self.keys = self.key_buffer[:, :, : self.length]
-                self.values = self.value_buffer[:, :, : self.length]
+            self.keys = self.key_buffer[:, :, : self.length]
+            self.values = self.value_buffer[:, :, : self.length]
 
         def gather_positions(self, columns: torch.Tensor) -> None:
             """Keep, per row, the positions `columns` (rows x new length) names, in that order:
@@ -419,6 +430,15 @@ def grouped_head_attention():
         ALL_ATTENTION_FUNCTIONS["sdpa"] = original
 
 
+def _keep_rows(ended: list[bool]) -> list[int]:
+    """The rows of a batch still running, as the new batch's row order: a row that ended is
+    refilled by a running row from the batch's end, so the growing cache copies only the moved
+    rows (`batch_select_indices`) instead of the whole cache each time a sequence ends."""
+    running = len(ended) - sum(ended)
+    tail = [row for row in range(running, len(ended)) if not ended[row]]
+    return [tail.pop() if ended[row] else row for row in range(running)]
+
+
 def _draft_width(rows: int, draft_tokens: int, budget: int) -> int:
     """Draft tokens per sequence this step: as many as `budget` tokens over `rows` sequences allow."""
     return max(0, min(draft_tokens, budget // max(rows, 1) - 1))
@@ -498,7 +518,7 @@ def greedy_decode(
             if all(ended):
                 break
             if any(ended):
-                keep = [row for row, done in enumerate(ended) if not done]
+                keep = _keep_rows(ended)
                 index = torch.tensor(keep, device=input_ids.device)
                 cache.batch_select_indices(index)
                 attention_mask, next_position = attention_mask[index], next_position[index]
