@@ -77,8 +77,15 @@ def time_decode(model, tokenizer, prompts: list[str], *, new_tokens: int) -> dic
     clock = StepClock()
     with PhaseMemory(model.device, label=f"decode peak (batch {len(prompts)})") as memory:
         started = time.perf_counter()
+        # one token per sequence and step (no drafts): the decoding cost per token of the model itself
         sequences = greedy_decode(
-            model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens, eos_ids=set(), stop=clock
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            max_new_tokens=new_tokens,
+            eos_ids=set(),
+            stop=clock,
+            draft_tokens=0,
         )
         wall = time.perf_counter() - started
     return {

@@ -14,7 +14,7 @@ sys.path.insert(0, str(repo_root()))
 
 from bench import study_runs  # noqa: E402
 from bench.evaluation import _item_positions, compare, eval_summary, size_suffix, split_items  # noqa: E402
-from bench.scale import StepClock, scale_summary  # noqa: E402
+from bench.scale import StepClock, scale_summary, time_decode  # noqa: E402
 from bench.training import compare_layouts  # noqa: E402
 
 
@@ -86,6 +86,28 @@ def test_step_clock_times_prefill_and_decode_steps():
     assert split["decode_steps"] == 3
     assert split["decode_s_per_step"] == pytest.approx(0.5)
     assert split["decode_s_per_token"] == pytest.approx(0.5 / 3)
+
+
+def test_scale_decoding_writes_one_token_per_step():
+    """The paper-scale decode timing is per model step: no drafted tokens ride along (random
+    weights repeat themselves, so drafts would be accepted and steps would write several)."""
+    from peftlab.models import load_model
+
+    model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
+    passes = []
+    forward = model.forward
+
+    def counted(*args, **kwargs):
+        passes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = counted
+    result = time_decode(model, tokenizer, ["What is 2 + 2?", "Hi"], new_tokens=40)
+    assert result["tokens_generated"] == 80
+    # each prompt's pass, then one pass of one token per row for each of the other 39 tokens
+    assert [shape for shape in passes if shape[0] == 2] == [(2, 1)] * 39
+    # the clock stamps tokens 1..39 (the 40th ends the reply unseen): 38 steps between them
+    assert result["decode_steps"] == 38
 
 
 def test_scale_summary_keeps_failed_methods_named():
