@@ -99,13 +99,18 @@ def _growing_layer_class():
             layer.value_buffer = values.new_zeros((batch, values.shape[1], limit, values.shape[-1]))
             return layer
 
+        def _view_filled(self) -> None:
+            """Attention reads `keys` and `values`: views of the buffers' filled part."""
+            self.keys = self.key_buffer[:, :, : self.length]
+            self.values = self.value_buffer[:, :, : self.length]
+
         def write_row(self, row: int, pad: int, keys, values) -> None:
             """Place one prompt's keys and values (heads x tokens x dim) after its `pad` left-pad positions."""
             end = pad + keys.shape[-2]
             self.key_buffer[row, :, pad:end] = keys
             self.value_buffer[row, :, pad:end] = values
             self.length = max(self.length, end)
-            self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
+            self._view_filled()
 
         def _room(self, needed: int) -> None:
             capacity = 0 if self.key_buffer is None else self.key_buffer.shape[-2]
@@ -130,7 +135,7 @@ def _growing_layer_class():
             self.key_buffer[:, :, self.length : end] = key_states
             self.value_buffer[:, :, self.length : end] = value_states
             self.length = end
-            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            self._view_filled()
             return self.keys, self.values
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
@@ -152,8 +157,7 @@ def _growing_layer_class():
                     new = old.new_empty((len(indices), *old.shape[1:]))
                     new[:, :, : self.length] = old[indices, :, : self.length]
                     setattr(self, name, new)
-            self.keys = self.key_buffer[:, :, : self.length]
-            self.values = self.value_buffer[:, :, : self.length]
+            self._view_filled()
 
         def gather_positions(self, columns: torch.Tensor) -> None:
             """Keep, per row, the positions `columns` (rows x new length) names, in that order:
@@ -166,8 +170,7 @@ def _growing_layer_class():
                 new[:, :, : columns.shape[1]] = gathered
                 setattr(self, name, new)
             self.length = columns.shape[1]
-            self.keys = self.key_buffer[:, :, : self.length]
-            self.values = self.value_buffer[:, :, : self.length]
+            self._view_filled()
 
     return GrowingLayer
 
@@ -526,17 +529,20 @@ def greedy_decode(
             width = _draft_width(len(alive), draft_tokens, draft_budget)
             drafts = [drafters[i].draft(width) for i in alive] if width else [[] for _ in alive]
             width = 1 + max(len(draft) for draft in drafts)
-            step_ids = torch.zeros((len(alive), width), dtype=input_ids.dtype)
-            step_mask = torch.zeros((len(alive), width), dtype=attention_mask.dtype)
-            for row, (tokens, draft) in enumerate(zip(emitted, drafts)):
-                step_ids[row, : 1 + len(draft)] = torch.tensor([tokens[-1], *draft])
-                step_mask[row, : 1 + len(draft)] = 1
-            step_ids, step_mask = step_ids.to(input_ids.device), step_mask.to(attention_mask.device)
+            columns = torch.arange(width, device=input_ids.device)
+            step_ids = torch.tensor(
+                [[tokens[-1], *draft] + [0] * (width - 1 - len(draft)) for tokens, draft in zip(emitted, drafts)],
+                dtype=input_ids.dtype,
+                device=input_ids.device,
+            )
+            drafted = torch.tensor([len(draft) for draft in drafts], device=input_ids.device)
+            # a row's current token and its drafts are seen; the fill after a shorter draft is not
+            step_mask = (columns <= drafted[:, None]).to(attention_mask.dtype)
             attention_mask = torch.cat([attention_mask, step_mask], dim=-1)
             output = model(
                 input_ids=step_ids,
                 attention_mask=attention_mask,
-                position_ids=next_position[:, None] + torch.arange(width, device=input_ids.device),
+                position_ids=next_position[:, None] + columns,
                 use_cache=True,
                 **{keyword: cache},
             )
@@ -547,10 +553,11 @@ def greedy_decode(
                 while accepted < len(draft) and draft[accepted] == predicted[row][accepted]:
                     accepted += 1
                 emitted.append(predicted[row][: accepted + 1])
-                # positions after the accepted drafts hold rejected drafts: hidden from now on
-                attention_mask[row, attention_mask.shape[1] - width + 1 + accepted :] = 0
-            next_position = next_position + torch.tensor([len(tokens) for tokens in emitted], device=input_ids.device)
+            written = torch.tensor([len(tokens) for tokens in emitted], device=input_ids.device)
+            next_position = next_position + written
             if width > 1:
+                # positions after a row's accepted drafts hold rejected drafts: hidden from now on
+                attention_mask[:, -width:] *= (columns < written[:, None]).to(attention_mask.dtype)
                 attention_mask = _drop_holes(cache, attention_mask)
     return generated
 
@@ -566,10 +573,11 @@ def _drop_holes(cache, attention_mask):
         return attention_mask
     # per row: the kept columns in order, right-aligned; the left fill points at column 0 (masked)
     order = torch.argsort(attention_mask, dim=-1, stable=True)[:, -longest:]
-    columns = torch.where(torch.arange(longest, device=kept.device) >= longest - kept[:, None], order, 0)
+    right_aligned = torch.arange(longest, device=kept.device) >= longest - kept[:, None]
+    columns = torch.where(right_aligned, order, 0)
     for layer in cache.layers:
         layer.gather_positions(columns)
-    return (torch.arange(longest, device=kept.device) >= longest - kept[:, None]).to(attention_mask.dtype)
+    return right_aligned.to(attention_mask.dtype)
 
 
 @torch.inference_mode()
