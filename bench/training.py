@@ -8,6 +8,7 @@ loss and peak memory come from its run's record (`peftlab.train.run_training`).
 from __future__ import annotations
 
 from peftlab.config import resolve_config
+from peftlab.methods import get_method
 from peftlab.train import run_training, training_layout
 
 from .common import OUT, peak_memory_gb, rel_diff
@@ -26,12 +27,14 @@ LAYOUTS = {
         mixed_precision="no",
         gradient_checkpointing=True,
         lm_head_positions="all",
+        dropout_masks="bernoulli",  # nn.Dropout's own masks
     ),
     # the project's defaults (params/defaults.yaml): the layout follows the device (train.training_layout)
     PROJECT: dict(**_AUTO, **_LEAN),
-    # the project's layout with each of its two other levers undone
+    # the project's layout with each of its other levers undone
     "project_all_positions": dict(**_AUTO, gradient_checkpointing=False, lm_head_positions="all"),
     "project_checkpointed": dict(**_AUTO, gradient_checkpointing=True, lm_head_positions="labelled"),
+    "project_bernoulli_masks": dict(**_AUTO, **_LEAN, dropout_masks="bernoulli"),
     # the two layouts `auto` chooses between, each on the other device too
     "batch8_padding_free": dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", **_LEAN),
     "batch1_accum8": dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto", **_LEAN),
@@ -87,7 +90,10 @@ def bench_train(
     for method in methods:
         runs, seen = {}, {}
         for name, overrides in layouts.items():
-            key = tuple(sorted({**overrides, **training_layout(overrides, device)}.items()))
+            resolved = {**overrides, **training_layout(overrides, device)}
+            if not get_method(method).trains_adapter:  # no adapter, no adapter dropout: masks change nothing
+                resolved.pop("dropout_masks")
+            key = tuple(sorted(resolved.items()))
             if key in seen:  # `auto` chose this layout on this device: measured once, under the first name
                 runs[name] = {**runs[seen[key]], "same_as": seen[key]}
                 continue

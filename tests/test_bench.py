@@ -259,22 +259,27 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
     from bench import training
 
     monkeypatch.setattr(training, "OUT", tmp_path)
-    layouts = {k: training.LAYOUTS[k] for k in ("reference", "project", "batch1_accum8")}
+    names = ("reference", "project", "batch1_accum8", "project_bernoulli_masks")
     result = training.bench_train(
         base_model="tiny",
         n_train=8,
         device="cpu",
         dtype="float32",
         peaks={"float32": 1e11, "bfloat16": 1e11},
-        layouts=layouts,
-        methods=("lora",),
-    )["lora"]
-    runs = result["runs"]
-    # on a CPU the project's layout is one row at a time, 8 per optimizer step
-    assert runs["project"]["layout"] == {"batch_size": 1, "grad_accum": 8, "padding_free": False}
+        layouts={k: training.LAYOUTS[k] for k in names},
+        methods=("full", "lora"),
+    )
+    runs = result["lora"]["runs"]
+    # on a CPU the project's layout is one row at a time, 8 per optimizer step, packed dropout masks
+    assert runs["project"]["layout"] == {"batch_size": 1, "grad_accum": 8, "padding_free": False, "dropout_masks": "packed"}
     assert runs["batch1_accum8"]["same_as"] == "project"
-    assert runs["reference"]["layout"] == runs["project"]["layout"] and "same_as" not in runs["reference"]
-    assert result["layouts"]["project"]["loss_equivalent"]  # checkpointing recomputes, it does not change the loss
+    # the reference draws nn.Dropout's masks, as the study did; the project's masks are measured without the rest
+    assert runs["reference"]["layout"] == {**runs["project"]["layout"], "dropout_masks": "bernoulli"}
+    assert "same_as" not in runs["reference"] and "same_as" not in runs["project_bernoulli_masks"]
+    assert runs["project_bernoulli_masks"]["layout"]["dropout_masks"] == "bernoulli"
+    assert result["lora"]["layouts"]["project"]["loss_equivalent"]  # checkpointing recomputes, it does not change the loss
+    # full fine-tuning has no adapter dropout: its masks change nothing, so that layout is not run again
+    assert result["full"]["runs"]["project_bernoulli_masks"]["same_as"] == "project"
 
 
 def test_learning_check_compares_each_run_with_the_untuned_base_on_its_training_task(tmp_path):

@@ -70,7 +70,7 @@ def test_every_method_finishes_with_a_complete_record(trained):
         assert saved["use_cache"] is True  # a merged model must decode with its KV cache
         assert (record["adapter_bytes"] is None) == (method == "full")
         # batch_size 4 set, grad_accum and padding_free left to the CPU: 8 rows per step, padded
-        assert record["layout"] == {"batch_size": 4, "grad_accum": 2, "padding_free": False}
+        assert record["layout"] == {"batch_size": 4, "grad_accum": 2, "padding_free": False, "dropout_masks": "packed"}
         assert record["optimizer_steps"] == 1 and record["n_rows"] == 8
 
 
@@ -95,6 +95,19 @@ def test_training_layout_left_to_auto_follows_the_device(device, keys, expected)
     }
     layout = training_layout(config, device)
     assert (layout["batch_size"], layout["grad_accum"], layout["padding_free"]) == expected
+    # adapter dropout draws packed masks on a CPU (cheap there), nn.Dropout's elsewhere
+    assert layout["dropout_masks"] == ("packed" if device == "cpu" else "bernoulli")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("choice", ["packed", "bernoulli"])
+def test_dropout_masks_set_explicitly_hold_on_every_device(device, choice):
+    assert training_layout(resolve_config(overrides={"dropout_masks": choice}), device)["dropout_masks"] == choice
+
+
+def test_dropout_masks_rejects_an_unknown_choice():
+    with pytest.raises(ConfigError, match="dropout_masks.*allowed.*packed"):
+        resolve_config(overrides={"dropout_masks": "fast"})
 
 
 def test_trainable_parameters_are_ordered_vera_lora_full(trained):

@@ -227,6 +227,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "padding_free": _or_auto(_bool, "true or false"),
     "mixed_precision": _choice(("auto", "bf16", "no")),
     "lm_head_positions": _choice(("labelled", "all")),
+    "dropout_masks": _choice(("auto", "packed", "bernoulli")),
     "seed": _int(0),
     "train_task": _choice(TASKS),
     "n_train": _count,

@@ -36,6 +36,7 @@ COMMON_IDENTITY_KEYS = (
     "group_by_length",
     "padding_free",
     "mixed_precision",
+    "dropout_masks",
     "seed",
     "train_task",
     "n_train",

@@ -25,6 +25,7 @@ import torch
 from .config import ConfigError, train_hash
 from .data import load_rows
 from .errors import PeftlabError
+from .lean_training import embedding_grad_in_place, packed_dropout_masks, uses_packed_masks
 from .memory import PhaseMemory
 from .methods import (
     attach_method,
@@ -258,7 +259,8 @@ def training_layout(config: Mapping, device: torch.device | str) -> dict:
     1.54x / 1.44x, the same final loss) at about 1.6 GB more peak memory: with memory to spare,
     set batch_size 8 and padding_free true. GPU: 8 rows in one padding-free batch, which fills
     the device. A grad_accum left to `auto` beside a batch_size that is set keeps 8 rows per
-    optimizer step."""
+    optimizer step. `dropout_masks` (auto = packed on a CPU) says how adapter dropout draws its
+    masks (peftlab.lean_training)."""
     cpu = torch.device(device).type == "cpu"
     batch = config["batch_size"]
     if batch == "auto":
@@ -269,7 +271,8 @@ def training_layout(config: Mapping, device: torch.device | str) -> dict:
     padding_free = config["padding_free"]
     if padding_free == "auto":
         padding_free = not cpu
-    return {"batch_size": batch, "grad_accum": accum, "padding_free": padding_free}
+    masks = "packed" if uses_packed_masks(config.get("dropout_masks", "auto"), device) else "bernoulli"
+    return {"batch_size": batch, "grad_accum": accum, "padding_free": padding_free, "dropout_masks": masks}
 
 
 def uses_bf16_autocast(config: Mapping, model) -> bool:
@@ -385,7 +388,12 @@ def _train(model, tokenizer, examples: list[dict], config: Mapping, layout: Mapp
             processing_class=tokenizer,
             callbacks=_trainer_callbacks(config),
         )
-    with PhaseMemory(model.device) as memory, lm_head_positions(config["lm_head_positions"]):
+    with (
+        PhaseMemory(model.device) as memory,
+        lm_head_positions(config["lm_head_positions"]),
+        packed_dropout_masks(model, layout["dropout_masks"] == "packed"),
+        embedding_grad_in_place(model),
+    ):
         started = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - started
