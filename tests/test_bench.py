@@ -271,13 +271,19 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
     )
     runs = result["lora"]["runs"]
     # on a CPU the project's layout is one row at a time, 8 per optimizer step, packed dropout masks
-    assert runs["project"]["layout"] == {"batch_size": 1, "grad_accum": 8, "padding_free": False, "dropout_masks": "packed"}
+    assert runs["project"]["layout"] == {
+        "batch_size": 1,
+        "grad_accum": 8,
+        "padding_free": False,
+        "dropout_masks": "packed",
+    }
     assert runs["batch1_accum8"]["same_as"] == "project"
     # the reference draws nn.Dropout's masks, as the study did; the project's masks are measured without the rest
     assert runs["reference"]["layout"] == {**runs["project"]["layout"], "dropout_masks": "bernoulli"}
     assert "same_as" not in runs["reference"] and "same_as" not in runs["project_bernoulli_masks"]
     assert runs["project_bernoulli_masks"]["layout"]["dropout_masks"] == "bernoulli"
-    assert result["lora"]["layouts"]["project"]["loss_equivalent"]  # checkpointing recomputes, it does not change the loss
+    # checkpointing recomputes, it does not change the loss
+    assert result["lora"]["layouts"]["project"]["loss_equivalent"]
     # full fine-tuning has no adapter dropout: its masks change nothing, so that layout is not run again
     assert result["full"]["runs"]["project_bernoulli_masks"]["same_as"] == "project"
 
