@@ -9,9 +9,11 @@ Runs on one machine in one process and writes JSON under outputs/bench/ with a s
               items/s and the share of identical parsed answers, at each --eval-items size
               (eval-<N>.json; default 60 and 200 items)
   train       the reference layout (batch 1 x gradient accumulation 8, float32, gradient
-              checkpointing, every position projected onto the vocabulary) against the
-              project's (the device's layout, only labelled positions projected), the project's
-              with each lever undone, both layouts `auto` chooses between, and bf16 autocast;
+              checkpointing, every position projected onto the vocabulary, nn.Dropout's masks,
+              autograd's embedding gradient) against the project's (the device's layout, only
+              labelled positions projected, packed dropout masks on a CPU, the embedding's
+              gradient added in place), the project's with each lever undone, both layouts
+              `auto` chooses between, and bf16 autocast;
               same rows, same optimizer steps, full FT and LoRA: tokens/s, final-loss
               difference, peak memory, MFU
   demo        the demo study's wall time and items per task from its records, if they are

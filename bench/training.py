@@ -7,6 +7,9 @@ loss and peak memory come from its run's record (`peftlab.train.run_training`).
 
 from __future__ import annotations
 
+import contextlib
+
+from peftlab import train as train_module
 from peftlab.config import resolve_config
 from peftlab.methods import get_method
 from peftlab.train import run_training, training_layout
@@ -35,11 +38,33 @@ LAYOUTS = {
     "project_all_positions": dict(**_AUTO, gradient_checkpointing=False, lm_head_positions="all"),
     "project_checkpointed": dict(**_AUTO, gradient_checkpointing=True, lm_head_positions="labelled"),
     "project_bernoulli_masks": dict(**_AUTO, **_LEAN, dropout_masks="bernoulli"),
+    # the project's layout with the embedding's gradient left to autograd (CODE_LEVERS_UNDONE)
+    "project_autograd_embedding": dict(**_AUTO, **_LEAN),
     # the two layouts `auto` chooses between, each on the other device too
     "batch8_padding_free": dict(batch_size=8, grad_accum=1, padding_free=True, mixed_precision="auto", **_LEAN),
     "batch1_accum8": dict(batch_size=1, grad_accum=8, padding_free=False, mixed_precision="auto", **_LEAN),
     "project_bf16": dict(**{**_AUTO, "mixed_precision": "bf16"}, **_LEAN),
 }
+# Levers without a configuration key (they compute the same gradients), undone in code for the
+# layouts named here (the reference ran without them); only where they act: the in-place
+# embedding gradient, when the embedding trains.
+CODE_LEVERS_UNDONE = {REFERENCE: "embedding_grad_in_place", "project_autograd_embedding": "embedding_grad_in_place"}
+
+
+@contextlib.contextmanager
+def _undone(lever: str | None):
+    """The training module's `lever` (a context manager it enters) replaced by one that does nothing."""
+    if lever is None:
+        yield
+        return
+    original = getattr(train_module, lever)
+    setattr(train_module, lever, lambda *args, **kwargs: contextlib.nullcontext(False))
+    try:
+        yield
+    finally:
+        setattr(train_module, lever, original)
+
+
 LOSS_TOLERANCE = 0.02  # a layout does the same work when its final loss is within 2 % of the reference's
 SPEEDUP_GOAL = 1.5
 
@@ -91,9 +116,12 @@ def bench_train(
         runs, seen = {}, {}
         for name, overrides in layouts.items():
             resolved = {**overrides, **training_layout(overrides, device)}
-            if not get_method(method).trains_adapter:  # no adapter, no adapter dropout: masks change nothing
+            adapter = get_method(method).trains_adapter
+            if not adapter:  # no adapter, no adapter dropout: masks change nothing
                 resolved.pop("dropout_masks")
-            key = tuple(sorted(resolved.items()))
+            # an adapter freezes the embedding, so its gradient lever does not act
+            undone = None if adapter else CODE_LEVERS_UNDONE.get(name)
+            key = (tuple(sorted(resolved.items())), undone)
             if key in seen:  # `auto` chose this layout on this device: measured once, under the first name
                 runs[name] = {**runs[seen[key]], "same_as": seen[key]}
                 continue
@@ -115,7 +143,8 @@ def bench_train(
                     **overrides,
                 )
             )
-            record = run_training(config=config)
+            with _undone(undone):
+                record = run_training(config=config)
             bf16 = record["bf16_autocast"] or dtype == "bfloat16"
             runs[name] = {
                 "layout": record["layout"],

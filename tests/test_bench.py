@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import datetime, timedelta, timezone
@@ -259,7 +260,13 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
     from bench import training
 
     monkeypatch.setattr(training, "OUT", tmp_path)
-    names = ("reference", "project", "batch1_accum8", "project_bernoulli_masks")
+    names = ("reference", "project", "batch1_accum8", "project_bernoulli_masks", "project_autograd_embedding")
+    seen = []
+    monkeypatch.setattr(
+        training.train_module,
+        "embedding_grad_in_place",
+        lambda model: seen.append(model.get_input_embeddings().weight.requires_grad) or contextlib.nullcontext(True),
+    )
     result = training.bench_train(
         base_model="tiny",
         n_train=8,
@@ -286,6 +293,14 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
     assert result["lora"]["layouts"]["project"]["loss_equivalent"]
     # full fine-tuning has no adapter dropout: its masks change nothing, so that layout is not run again
     assert result["full"]["runs"]["project_bernoulli_masks"]["same_as"] == "project"
+    # the embedding's in-place gradient is undone for the reference and for its own layout where
+    # the embedding trains: of full FT's runs only the project's keeps it. LoRA freezes the
+    # embedding: nothing is undone (its three runs keep the lever, which leaves them alone) and
+    # that layout is the project's.
+    full = result["full"]["runs"]
+    assert "same_as" not in full["project_autograd_embedding"] and "same_as" not in full["reference"]
+    assert runs["project_autograd_embedding"]["same_as"] == "project"
+    assert seen == [True, False, False, False]  # embedding trains? full: project; LoRA: reference, project, masks
 
 
 def test_learning_check_compares_each_run_with_the_untuned_base_on_its_training_task(tmp_path):
