@@ -249,15 +249,15 @@ EFFECTIVE_BATCH = 8
 
 
 def training_layout(config: Mapping, device: torch.device | str) -> dict:
-    """batch_size, grad_accum and padding_free with `auto` decided for the device that trains.
+    """batch_size, grad_accum, padding_free and dropout_masks with `auto` decided for the device that trains.
 
     CPU: one row at a time and 8 accumulation steps, so no pad token is computed and no batch of
     activations is held: the leanest layout, which keeps the demo's jobs within a laptop's
     memory. Since only labelled positions reach the LM head (`lm_head_positions`), padding-free
-    batches of 8 are the faster layout on a 2-core CPU as well (bench/benchmark.py --only train,
-    64 OpenMath rows: 1.84x full FT / 1.72x LoRA against the reference layout, one row at a time
-    1.54x / 1.44x, the same final loss) at about 1.6 GB more peak memory: with memory to spare,
-    set batch_size 8 and padding_free true. GPU: 8 rows in one padding-free batch, which fills
+    batches of 8 are about as fast on a 2-core CPU (bench/benchmark.py --only train, 64 OpenMath
+    rows, against the reference layout: 1.75x full FT / 1.81x LoRA, one row at a time 1.52x /
+    1.93x, the same final loss) at about 1.6 GB more peak memory: with memory to spare, set
+    batch_size 8 and padding_free true. GPU: 8 rows in one padding-free batch, which fills
     the device. A grad_accum left to `auto` beside a batch_size that is set keeps 8 rows per
     optimizer step. `dropout_masks` (auto = packed on a CPU) says how adapter dropout draws its
     masks (peftlab.lean_training)."""
