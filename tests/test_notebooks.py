@@ -52,6 +52,7 @@ NOT_DEFAULTS = dict(
     padding_free=False,
     mixed_precision="no",
     lm_head_positions="all",
+    dropout_masks="bernoulli",
     seed=3,
     train_task="arc",
     n_train=8,
