@@ -28,6 +28,7 @@ TASKS = tuple(TASK_REGISTRY)
 PROTOCOLS = ("reference", "corrected")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+DROPOUT_MASKS = ("auto", "packed", "bernoulli")  # how adapter dropout draws its masks (lean_training)
 DATA_SOURCES = ("reference", "hf", "hub")  # or a local directory <dir>/<task>/{train,test}.jsonl
 # Experiment trackers TRL's SFTTrainer reports to (`report_to`), with the package each needs.
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio"}
@@ -227,7 +228,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "padding_free": _or_auto(_bool, "true or false"),
     "mixed_precision": _choice(("auto", "bf16", "no")),
     "lm_head_positions": _choice(("labelled", "all")),
-    "dropout_masks": _choice(("auto", "packed", "bernoulli")),
+    "dropout_masks": _choice(DROPOUT_MASKS),
     "seed": _int(0),
     "train_task": _choice(TASKS),
     "n_train": _count,

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MASK_CHOICES = ("auto", "packed", "bernoulli")
+from .config import DROPOUT_MASKS
+
 _LANES = 1 << 16  # values a 16-bit lane takes
 
 
@@ -61,8 +62,8 @@ class PackedDropout(nn.Dropout):
 
 def uses_packed_masks(choice: str, device: torch.device | str) -> bool:
     """`dropout_masks` resolved for the device that trains: auto = packed on a CPU."""
-    if choice not in MASK_CHOICES:
-        raise ValueError(f"dropout_masks {choice!r} is not allowed; allowed: {', '.join(MASK_CHOICES)}")
+    if choice not in DROPOUT_MASKS:
+        raise ValueError(f"dropout_masks {choice!r} is not allowed; allowed: {', '.join(DROPOUT_MASKS)}")
     return choice == "packed" or (choice == "auto" and torch.device(device).type == "cpu")
 
 
