@@ -49,7 +49,8 @@ from bench.scale import bench_scale, scale_summary  # noqa: E402
 from bench.study_runs import demo_summary, expected_records  # noqa: E402
 from bench.training import bench_train, train_summary  # noqa: E402
 from peftlab.config import resolve_config  # noqa: E402
-from peftlab.results import package_versions, run_metadata, write_json  # noqa: E402
+from peftlab.core.files import write_json  # noqa: E402
+from peftlab.run.records import package_versions, run_metadata
 
 PARTS = ("matmul", "eval", "train", "demo", "prefix", "scale", "cuda")
 
@@ -115,7 +116,7 @@ def run_demo(summary: dict) -> None:
 
 
 def run_prefix(args, summary: dict) -> None:
-    from peftlab.study import load_plan
+    from peftlab.study.plan import load_plan
 
     demo = next(iter(load_plan("demo").base.values())).config  # the untuned base's evaluation settings
     result = bench_prefix(

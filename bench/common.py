@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from peftlab.config import repo_root
+from peftlab.core.paths import repo_root
 
 OUT = repo_root() / "outputs" / "bench"
 

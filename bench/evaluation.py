@@ -1,7 +1,7 @@
 """Evaluation: the reference protocol against the project's batched decoding, at several sizes.
 
 The reference protocol is one prompt per `generate()` call with `max_new_tokens=1000`. The
-project decodes `eval_batch_size` prompts together (`peftlab.generate.generate_batched`):
+project decodes `eval_batch_size` prompts together (`peftlab.run.generate.generate_batched`):
 each prompt's cache is computed on its own, every sequence leaves the batch when it ends, and
 the batch cache lives in buffers that grow by doubling (`growing_cache`) instead of being
 copied at every step, the tokens all prompts start with are computed once (`share_prefix`),
@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import time
 
-from peftlab.data import load_rows
-from peftlab.generate import generate_batched, render_prompts, time_single
-from peftlab.models import load_model
-from peftlab.scoring import extract_boxed, reference_extract_boxed
-from peftlab.tasks import eval_messages
+from peftlab.models.loading import load_model
+from peftlab.run.generate import generate_batched, render_prompts, time_single
+from peftlab.tasks.boxed import extract_boxed, reference_extract_boxed
+from peftlab.tasks.registry import eval_messages, load_rows
 
 from .common import share_equal
 

@@ -159,7 +159,7 @@ json.dump([dict(zip(("name", "memory_total", "driver_version"), row)) for row in
 ' "$OUTDIR/gpu.json"
 "$PY" -c '
 import json, sys, torch
-from peftlab.results import package_versions
+from peftlab.run.records import package_versions
 versions = {**package_versions(), "torch_cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
             "gpu_count": torch.cuda.device_count()}
 json.dump(versions, open(sys.argv[1], "w"), indent=1)

@@ -1,6 +1,6 @@
 """The shared prefix at the demo's evaluation settings: batched scoring with the tokens every
 prompt starts with (system prompt, chat template) computed once, against every prompt
-computed whole (`peftlab.generate.generate_batched(share_prefix=...)`).
+computed whole (`peftlab.run.generate.generate_batched(share_prefix=...)`).
 
 The reference protocol's 1000 new tokens make decoding the bulk of the `eval` part's time; at
 the demo's 32 new tokens the prompts are most of the work, and that is where sharing their
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import time
 
-from peftlab.data import load_rows
-from peftlab.generate import generate_batched, render_prompts, shared_prefix_length
-from peftlab.models import load_model
-from peftlab.tasks import eval_messages
+from peftlab.models.loading import load_model
+from peftlab.run.generate import generate_batched, render_prompts, shared_prefix_length
+from peftlab.tasks.registry import eval_messages, load_rows
 
 from .common import share_equal
 from .evaluation import TASKS

@@ -3,9 +3,9 @@
 For full fine-tuning, LoRA r256, DoRA r256 and VeRA r1024 on `random:qwen3-0.6b` (random
 weights, the published shapes: the compute and memory per token are the paper model's, its
 outputs are meaningless): one or two training steps through the project's own entry point
-(`peftlab.train.run_training`; time, tokens/s and the record's peak memory: process RSS on a
+(`peftlab.run.train.run_training`; time, tokens/s and the record's peak memory: process RSS on a
 CPU, the CUDA allocator's peak reserved / allocated on a GPU), then the merged model's greedy
-decoding (`peftlab.generate.greedy_decode`) at batch 1 and at the evaluation batch, a fixed
+decoding (`peftlab.run.generate.greedy_decode`) at batch 1 and at the evaluation batch, a fixed
 number of new tokens (no end token counts: random weights rarely write one): seconds per
 decode step and per generated token, the prefill apart.
 """
@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 
 from peftlab.config import resolve_config
-from peftlab.data import load_rows
-from peftlab.generate import greedy_decode, render_prompts
-from peftlab.memory import PhaseMemory
-from peftlab.models import load_model
-from peftlab.tasks import eval_messages
-from peftlab.train import run_training
+from peftlab.models.loading import load_model
+from peftlab.run.generate import greedy_decode, render_prompts
+from peftlab.run.memory import PhaseMemory
+from peftlab.run.train import run_training
+from peftlab.tasks.registry import eval_messages, load_rows
 
 from .common import OUT, peak_memory_gb
 

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peftlab.config import repo_root
+from peftlab.core.paths import repo_root
 
 # What decides a study's results: a record older than a change in these is stale.
 CODE_PATHS = ("lib", "notebooks", "workflow", "params", "report")
@@ -217,7 +217,8 @@ def learning_check(study_dir: Path) -> list[dict]:
     the last quarter of its logged steps, and its in-domain score against the untuned base's on the same items
     (paired cluster bootstrap, Holm over the runs, as the report's questions do). `learned`:
     the loss fell and the score rose beyond the interval; None where the data cannot tell."""
-    from peftlab.analysis import Analysis, load_study
+    from peftlab.analysis.comparisons import Analysis
+    from peftlab.analysis.study_records import load_study
 
     records = load_study(study_dir)
     analysis = Analysis(records)
@@ -298,7 +299,7 @@ def demo_summary(study: str = "demo", study_dir: Path | None = None, expected: l
 
 def expected_records(study: str) -> tuple[Path, list[str]]:
     """The study's output folder and the record files its plan asks for."""
-    from peftlab.study import load_plan
+    from peftlab.study.plan import load_plan
 
     plan = load_plan(study)
     files = [f"runs/{name}/train.json" for name in plan.train]
@@ -311,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study")
     parser.add_argument("--out", help="write the summary here (JSON) as well as to stdout")
     args = parser.parse_args(argv)
-    from peftlab.results import run_metadata, write_json
+    from peftlab.core.files import write_json
+    from peftlab.run.records import run_metadata
 
     folder, expected = expected_records(args.study)
     summary = {

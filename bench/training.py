@@ -2,17 +2,17 @@
 
 The same rows, the same effective batch (8 rows per optimizer step) and the same number of
 optimizer steps in every layout, for full fine-tuning and LoRA; each layout's speed, final
-loss and peak memory come from its run's record (`peftlab.train.run_training`).
+loss and peak memory come from its run's record (`peftlab.run.train.run_training`).
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from peftlab import train as train_module
 from peftlab.config import resolve_config
-from peftlab.methods import get_method
-from peftlab.train import run_training, training_layout
+from peftlab.methods.registry import get_method
+from peftlab.run import train as train_module
+from peftlab.run.train import run_training, training_layout
 
 from .common import OUT, peak_memory_gb, rel_diff
 

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen3Config
 
 from peftlab.config import resolve_config
-from peftlab.methods import attach_method
+from peftlab.methods.registry import attach_method
 
 method = sys.argv[1]
 rank = int(sys.argv[2]) if len(sys.argv) > 2 else 256

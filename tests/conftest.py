@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import repo_root, resolve_config
+from peftlab.config import resolve_config
+from peftlab.core.paths import repo_root
 
 TINY_TRAIN = dict(base_model="tiny", n_train=16, batch_size=4, grad_accum=1, max_length=512, epochs=1, rank=8)
 TINY_EVAL = dict(base_model="tiny", n_eval=6, max_new_tokens=12, eval_batch_size=3, n_latency=2)
@@ -52,5 +53,5 @@ def smoke_study(tmp_path_factory):
 
     root = make_project_copy(tmp_path_factory.mktemp("smoke-study"))
     env = dict(os.environ, PEFTLAB_ROOT=str(root))
-    command = [sys.executable, "-m", "peftlab.study", "run", "smoke", "--directory", str(root)]
+    command = [sys.executable, "-m", "peftlab.study.plan", "run", "smoke", "--directory", str(root)]
     return root, subprocess.run(command, cwd=repo_root(), env=env, capture_output=True, text=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftlab import scoring
-from peftlab.results import write_json, write_parquet
+from peftlab.core.files import write_json, write_parquet
+from peftlab.tasks import scoring
 
 N = 40
 TASKS = ("arc", "openmath", "squad_v2")

@@ -10,24 +10,22 @@ import pandas as pd
 import pytest
 
 from handmade import N, golds, mask, replies, write_model
-from peftlab import scoring
-from peftlab.analysis import (
+from peftlab.analysis.comparisons import Analysis, item_values
+from peftlab.analysis.questions import (
     QUESTIONS,
-    Analysis,
+    STATUSES,
     answer_questions,
     answers_table,
     compare_protocols,
-    load_study,
     question_docs,
-    table1,
-    table1_html,
 )
-from peftlab.comparisons import item_values
-from peftlab.config import resolve_path
-from peftlab.questions import STATUSES
-from peftlab.reference import import_reference
-from peftlab.results import ResultError
-from peftlab.stats import cluster_bootstrap_diff
+from peftlab.analysis.reference import import_reference
+from peftlab.analysis.study_records import load_study
+from peftlab.analysis.table1 import table1, table1_html
+from peftlab.core.files import ResultError
+from peftlab.core.paths import resolve_path
+from peftlab.core.stats import cluster_bootstrap_diff
+from peftlab.tasks import scoring
 
 RAW = resolve_path("data/reference-results")
 KEYS = {

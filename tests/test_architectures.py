@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.config import ConfigError, resolve_config
-from peftlab.models import architecture_config, architectures
+from peftlab.config import resolve_config
+from peftlab.core.errors import ConfigError
+from peftlab.models.loading import architecture_config, architectures
 
 
 def counts(name: str) -> tuple[float, float, object]:

@@ -13,12 +13,14 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-import peftlab.train as train_module
+import peftlab.run.train as train_module
 from conftest import make_project_copy
-from peftlab.config import ConfigError, resolve_config
-from peftlab.data import DataError, load_rows
-from peftlab.methods import MethodError
-from peftlab.study import load_plan
+from peftlab.config import resolve_config
+from peftlab.core.errors import ConfigError
+from peftlab.methods.registry import MethodError
+from peftlab.study.plan import load_plan
+from peftlab.tasks.data import DataError
+from peftlab.tasks.registry import load_rows
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PEFTLAB = str(Path(sys.executable).parent / "peftlab")
@@ -274,7 +276,7 @@ def test_the_evaluation_notebook_evaluates_what_the_training_notebook_trains_by_
 
 
 def test_evaluating_a_run_that_was_not_trained_says_what_to_do(tmp_path):
-    from peftlab.evaluate import run_evaluation
+    from peftlab.run.evaluate import run_evaluation
 
     config = resolve_config(overrides={"base_model": "tiny", "out_dir": str(tmp_path / "eval")})
     with pytest.raises(ConfigError, match=r"run notebooks/train.ipynb .* or set run_dir to '' to evaluate the untuned"):

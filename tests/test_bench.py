@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from peftlab.config import repo_root
+from peftlab.core.paths import repo_root
 
 sys.path.insert(0, str(repo_root()))
 
@@ -92,7 +92,7 @@ def test_step_clock_times_prefill_and_decode_steps():
 def test_scale_decoding_writes_one_token_per_step():
     """The paper-scale decode timing is per model step: no drafted tokens ride along (random
     weights repeat themselves, so drafts would be accepted and steps would write several)."""
-    from peftlab.models import load_model
+    from peftlab.models.loading import load_model
 
     model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
     passes = []

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from peftlab.config import repo_root
+from peftlab.core.paths import repo_root
 
 SCRIPT = repo_root() / "bench" / "gpu-check.sh"
 

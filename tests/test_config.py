@@ -5,16 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from peftlab.config import (
-    SCHEMA,
-    ConfigError,
-    effective_alpha,
-    effective_learning_rate,
-    params_dir,
-    resolve_config,
-    train_hash,
-)
-from peftlab.methods import METHODS
+from peftlab.config import SCHEMA, resolve_config, train_hash
+from peftlab.core.errors import ConfigError
+from peftlab.core.paths import params_dir
+from peftlab.methods.registry import METHODS, effective_alpha, effective_learning_rate
 
 
 def test_defaults_document_every_key_with_a_comment():

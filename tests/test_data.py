@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from peftlab.data import DataError, load_rows
+from peftlab.tasks.data import DataError
+from peftlab.tasks.registry import load_rows
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 
 from peftlab.cli import main
-from peftlab.config import ConfigError
-from peftlab.data import DataError
-from peftlab.errors import PeftlabError
-from peftlab.methods import MethodError
-from peftlab.models import ModelLoadError
-from peftlab.results import ResultError
-from peftlab.slots import SlotError
-from peftlab.train import NonFiniteLossError
+from peftlab.core.errors import ConfigError, PeftlabError
+from peftlab.core.files import ResultError
+from peftlab.methods.registry import MethodError
+from peftlab.models.loading import ModelLoadError
+from peftlab.run.train import NonFiniteLossError
+from peftlab.study.slots import SlotError
+from peftlab.tasks.data import DataError
 
 
 @pytest.mark.parametrize(

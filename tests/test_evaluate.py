@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from peftlab.config import ConfigError, resolve_config
-from peftlab.data import load_rows
-from peftlab.evaluate import _latency_summary, item_cluster, latency_fit, run_evaluation
-from peftlab.memory import PhaseMemory
-from peftlab.tasks import passage_cluster
-from peftlab.train import run_training
+from peftlab.config import resolve_config
+from peftlab.core.errors import ConfigError
+from peftlab.run.evaluate import _latency_summary, item_cluster, latency_fit, run_evaluation
+from peftlab.run.memory import PhaseMemory
+from peftlab.run.train import run_training
+from peftlab.tasks.registry import load_rows
+from peftlab.tasks.squad_v2 import passage_cluster
 
 ITEM_COLUMNS = {
     "id",
@@ -87,7 +88,7 @@ def test_every_task_writes_items_and_figures(evaluated):
 def test_each_item_is_generated_once_timed_items_scored_from_their_timed_call(evaluated):
     """The items timed at batch 1 are scored from the reply of their timed call; the batch
     decodes only the others. The replies are the ones a batch decoding every item gives."""
-    from peftlab.generate import generate_batched
+    from peftlab.run.generate import generate_batched
 
     config, records = evaluated
     model_inputs = {}
@@ -100,7 +101,7 @@ def test_each_item_is_generated_once_timed_items_scored_from_their_timed_call(ev
         assert (items.loc[timed, "seconds"] == items.loc[timed, "latency_s_pass1"]).all()
         assert record["throughput"]["items"] == (~timed).sum() == 3
         model_inputs[task] = items
-    from peftlab.models import load_model
+    from peftlab.models.loading import load_model
 
     model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
     for task, items in model_inputs.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.generate import (
+from peftlab.models.loading import load_model
+from peftlab.run.generate import (
     NgramDrafter,
     _drop_holes,
     _growing_layer_class,
@@ -17,7 +18,6 @@ from peftlab.generate import (
     shared_prefix_length,
     time_single,
 )
-from peftlab.models import load_model
 
 PROMPTS = [
     "What is 2 + 2?",
@@ -92,7 +92,7 @@ def test_growing_cache_layer_holds_what_concatenation_would():
 
 
 def test_rows_that_end_are_refilled_from_the_batch_end_and_the_cache_follows():
-    from peftlab.generate import _keep_rows
+    from peftlab.run.generate import _keep_rows
 
     assert _keep_rows([False, True, False, False, True]) == [0, 3, 2]
     assert _keep_rows([True, True, False, False]) == [3, 2]
@@ -156,7 +156,7 @@ def test_prompts_sharing_a_system_prompt_get_the_replies_of_one_generate_call_ea
 
 
 def test_prefill_groups_fit_the_token_budget_and_need_a_shared_prefix():
-    from peftlab.generate import _prefill_groups
+    from peftlab.run.generate import _prefill_groups
 
     # own tokens after a 10-token prefix: 2, 3, 3, 6; a group costs rows x its longest
     assert _prefill_groups([12, 13, 13, 16], shared=10, budget=9) == [[0, 1, 2], [3]]

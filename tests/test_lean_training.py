@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from peftlab.lean_training import (
+from peftlab.run.lean_training import (
     PackedDropout,
     embedding_grad_in_place,
     packed_dropout,
@@ -78,7 +78,7 @@ def test_auto_packs_masks_on_a_cpu_only(choice, device, packed):
 def _lora_tiny():
     from peft import LoraConfig, get_peft_model
 
-    from peftlab.models import load_model
+    from peftlab.models.loading import load_model
 
     model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
     config = LoraConfig(r=4, lora_dropout=0.1, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
@@ -115,7 +115,7 @@ class _nothing:
 
 
 def test_in_place_embedding_gradient_equals_autograd_with_a_tied_head_and_padding():
-    from peftlab.models import load_model
+    from peftlab.models.loading import load_model
 
     model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
     model = model.double()  # equality up to rounding: compare in float64

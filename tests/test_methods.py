@@ -11,14 +11,16 @@ import papermill as pm
 import pytest
 import torch
 
-from peftlab.comparisons import configurations
-from peftlab.config import ConfigError, repo_root, resolve_config
-from peftlab.evaluate import run_evaluation
-from peftlab.methods import METHODS, attach_method, get_method, merge_into_base, parameter_counts
-from peftlab.models import load_model
-from peftlab.plots import METHOD_COLOURS, plot_pareto
-from peftlab.study_records import load_study
-from peftlab.table1 import table1
+from peftlab.analysis.comparisons import configurations
+from peftlab.analysis.study_records import load_study
+from peftlab.analysis.table1 import table1
+from peftlab.config import resolve_config
+from peftlab.core.errors import ConfigError
+from peftlab.core.paths import repo_root
+from peftlab.methods.registry import METHODS, attach_method, get_method, merge_into_base, parameter_counts
+from peftlab.models.loading import load_model
+from peftlab.report.plots import METHOD_COLOURS, plot_pareto
+from peftlab.run.evaluate import run_evaluation
 
 ADAPTERS = [name for name, method in METHODS.items() if method.trains_adapter]
 RANK = 4
@@ -138,7 +140,7 @@ def _converted_adapter_fits_the_original_base(method: str, tmp_path) -> None:
     """The saved adapter, applied to the original base, gives the trained model's logits."""
     from peft import PeftModel
 
-    from peftlab.methods import save_adapter
+    from peftlab.methods.registry import save_adapter
 
     config, model, _, inputs = _perturbed(method, initial_adapter_dir=tmp_path / "initial")
     save_adapter(model, config, tmp_path / "adapter")

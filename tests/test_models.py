@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.models import ModelLoadError, load_model, save_tiny
+from peftlab.models.loading import ModelLoadError, load_model, save_tiny
 
 
 def test_tiny_qwen3_has_gqa_shapes_and_generates():

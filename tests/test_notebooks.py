@@ -15,11 +15,11 @@ from peftlab.config import (
     EVAL_NOTEBOOK_KEYS,
     SCHEMA,
     TRAIN_NOTEBOOK_KEYS,
-    ConfigError,
     load_defaults,
     notebook_parameters,
-    repo_root,
 )
+from peftlab.core.errors import ConfigError
+from peftlab.core.paths import repo_root
 
 NOTEBOOKS = repo_root() / "notebooks"
 COMMITTED = [NOTEBOOKS / "train.ipynb", NOTEBOOKS / "evaluate.ipynb", repo_root() / "report" / "report.ipynb"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import repo_root
+from peftlab.core.paths import repo_root
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 

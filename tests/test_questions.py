@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 
 from handmade import CPU_EVAL, N, mask, write_model, write_squad_study_core
-from peftlab.analysis import Analysis, answer_questions, load_study, table1, write_questions
-from peftlab.questions import STATUSES
-from peftlab.stats import cluster_bootstrap_diff
+from peftlab.analysis.comparisons import Analysis
+from peftlab.analysis.questions import STATUSES, answer_questions, write_questions
+from peftlab.analysis.study_records import load_study
+from peftlab.analysis.table1 import table1
+from peftlab.core.stats import cluster_bootstrap_diff
 
 
 def answers_of(out, **kw) -> dict:
@@ -415,8 +417,8 @@ def test_rank_plot_draws_seed_error_bars(study):
     import matplotlib
 
     matplotlib.use("Agg")
-    from peftlab.comparisons import configurations
-    from peftlab.plots import plot_pareto, plot_rank
+    from peftlab.analysis.comparisons import configurations
+    from peftlab.report.plots import plot_pareto, plot_rank
 
     records = load_study(study)
     fig = plot_rank(records.evals)

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftlab.analysis import TABLE1_COLUMNS, load_study, table1, table1_best, table1_html
-from peftlab.config import resolve_path
-from peftlab.reference import SOURCE_COMMIT, import_reference, parse_name
-from peftlab.results import ResultError, read_record, write_json
+from peftlab.analysis.reference import SOURCE_COMMIT, import_reference, parse_name
+from peftlab.analysis.study_records import TABLE1_COLUMNS, load_study
+from peftlab.analysis.table1 import table1, table1_best, table1_html
+from peftlab.core.files import ResultError, read_record, write_json
+from peftlab.core.paths import resolve_path
 
 RAW = resolve_path("data/reference-results")
 TASK_KEYS = {

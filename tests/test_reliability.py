@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peftlab.config import ConfigError, resolve_config
-from peftlab.data import DataError
-from peftlab.evaluate import run_evaluation
-from peftlab.results import ResultError, read_record
-from peftlab.train import NonFiniteLossError, run_training
+from peftlab.config import resolve_config
+from peftlab.core.errors import ConfigError
+from peftlab.core.files import ResultError, read_record
+from peftlab.run.evaluate import run_evaluation
+from peftlab.run.train import NonFiniteLossError, run_training
+from peftlab.tasks.data import DataError
 
 
 def test_a_missing_local_model_is_refused_before_anything_loads(tmp_path):
@@ -34,7 +35,7 @@ def test_an_eval_task_without_data_fails_before_the_model_loads(tmp_path, tiny_c
             {"id": "a", "question": "Q?", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "A"}
         )
     )
-    import peftlab.evaluate as evaluate
+    import peftlab.run.evaluate as evaluate
 
     def no_model(**kwargs):
         raise AssertionError("the model was loaded before the data was checked")
@@ -121,7 +122,7 @@ def test_an_interrupted_run_leaves_no_finished_looking_result_and_reruns_cleanly
     out = tmp_path / "run"
     script = textwrap.dedent(f"""
         from peftlab.config import resolve_config
-        from peftlab.train import run_training
+        from peftlab.run.train import run_training
         run_training(config=resolve_config(overrides=dict(base_model="tiny", n_train=16, batch_size=1, epochs=50,
                                                           max_length=512, out_dir={str(out)!r})))
     """)

@@ -9,18 +9,11 @@ import pandas as pd
 import pytest
 
 from handmade import N, mask, write_model, write_squad_study_core
-from peftlab.questions import answer_questions
-from peftlab.report import fill_contents
-from peftlab.report_pages import figure_captions, half_empty_pages, page_fill
-from peftlab.report_views import (
-    MAX_ROWS,
-    ReportView,
-    comparison_sentence,
-    headline,
-    number,
-    short_labels,
-)
-from peftlab.study_records import load_study
+from peftlab.analysis.questions import answer_questions
+from peftlab.analysis.study_records import load_study
+from peftlab.report.build import fill_contents
+from peftlab.report.pages import figure_captions, half_empty_pages, page_fill
+from peftlab.report.views import MAX_ROWS, ReportView, comparison_sentence, headline, number, short_labels
 
 RAW = re.compile(r"<NA>|\bnan\b|\bNaN\b|\bTrue\b|\bFalse\b|\d\.\d+e[+-]\d|latency_mean_s|eval_res_gb|_gb\b")
 
@@ -162,7 +155,7 @@ def test_half_empty_pages_are_allowed_only_at_the_end_of_a_part(tmp_path):
 def test_report_notebook_is_thin_and_committed_without_outputs():
     import json
 
-    from peftlab.config import repo_root
+    from peftlab.core.paths import repo_root
 
     notebook = json.loads((repo_root() / "report" / "report.ipynb").read_text())
     for cell in notebook["cells"]:

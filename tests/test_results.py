@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from peftlab.results import atomic_dir, atomic_file, read_record, write_json
+from peftlab.core.files import atomic_dir, atomic_file, read_record, write_json
 
 
 def _fill(text: str, fail: bool = False):

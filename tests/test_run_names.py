@@ -1,4 +1,4 @@
-"""Run names: made in one place (peftlab.run_names), read back into their parts, and told
+"""Run names: made in one place (peftlab.study.run_names), read back into their parts, and told
 apart from untuned base models' runs the same way in Python and in the workflow."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import ConfigError, repo_root
-from peftlab.run_names import (
+from peftlab.core.errors import ConfigError
+from peftlab.core.paths import repo_root
+from peftlab.study.plan import load_plan
+from peftlab.study.run_names import (
     TRAIN_RUN_WILDCARD,
     base_run_name,
     is_base_run,
@@ -20,7 +22,6 @@ from peftlab.run_names import (
     short_name,
     train_run_name,
 )
-from peftlab.study import load_plan
 
 
 @pytest.mark.parametrize(

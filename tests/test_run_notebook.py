@@ -20,7 +20,7 @@ def test_runner_executes_a_parameterised_notebook_like_papermill(tmp_path):
     ]
     nbformat.write(source, tmp_path / "in.ipynb")
     done = subprocess.run(
-        [sys.executable, "-m", "peftlab.run_notebook", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")]
+        [sys.executable, "-m", "peftlab.study.run_notebook", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")]
         + ["-p", "rows", "21"],
         capture_output=True,
         text=True,
@@ -38,7 +38,7 @@ def test_a_failing_notebook_fails_the_runner(tmp_path):
     source.cells = [nbformat.v4.new_code_cell("raise ValueError('bad rows')")]
     nbformat.write(source, tmp_path / "in.ipynb")
     done = subprocess.run(
-        [sys.executable, "-m", "peftlab.run_notebook", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")],
+        [sys.executable, "-m", "peftlab.study.run_notebook", str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")],
         capture_output=True,
         text=True,
         timeout=300,

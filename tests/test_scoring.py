@@ -7,18 +7,13 @@ import math
 import pandas as pd
 import pytest
 
-from peftlab import config, scoring
-from peftlab.scoring import (
-    extract_boxed,
-    normalize_answer,
-    parse_number,
-    parse_reply,
-    reference_extract_boxed,
-    reference_metrics,
-    score_items,
-    summarize,
-)
-from peftlab.tasks import TASKS
+from peftlab import config
+from peftlab.tasks import arc, openmath, scoring, squad_v2
+from peftlab.tasks.boxed import extract_boxed, reference_extract_boxed
+from peftlab.tasks.openmath import parse_number
+from peftlab.tasks.registry import TASKS
+from peftlab.tasks.scoring import parse_reply, reference_metrics, score_items, summarize
+from peftlab.tasks.squad_v2 import normalize_answer
 
 approx = pytest.approx
 
@@ -206,7 +201,7 @@ def test_arc_macro_f1_over_a_to_d_is_the_4_class_value(golds, preds):
         prec = tp / (tp + fp) if tp + fp else 0.0
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    assert scoring._corrected_macro_f1(golds, preds) == approx(sum(f1s) / 4)
+    assert arc.corrected_macro_f1(golds, preds) == approx(sum(f1s) / 4)
 
 
 def test_arc_unparsed_counts_in_corrected_macro_f1_but_is_dropped_by_reference():
@@ -415,25 +410,25 @@ def test_openmath_nothing_parsed():
     ],
 )
 def test_math_equivalent(answer, gold):
-    assert scoring.math_equivalent(answer, gold)
+    assert openmath.math_equivalent(answer, gold)
 
 
 @pytest.mark.parametrize(("answer", "gold"), [("3", 4.0), ("\\frac{1}{3}", 0.5), ("", 1.0), ("\\boxed{}", 1.0)])
 def test_math_not_equivalent(answer, gold):
-    assert not scoring.math_equivalent(answer, gold)
+    assert not openmath.math_equivalent(answer, gold)
 
 
 def test_math_equivalent_in_a_thread_and_on_errors(monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
-        assert pool.submit(scoring.math_equivalent, "\\boxed{2^{10}}", 1024).result() is True
+        assert pool.submit(openmath.math_equivalent, "\\boxed{2^{10}}", 1024).result() is True
 
     def boom(*args, **kwargs):
         raise TimeoutError("too slow")
 
-    monkeypatch.setattr(scoring, "_math_verify_parse", boom)
-    assert scoring.math_equivalent("\\boxed{1}", 1) is False
+    monkeypatch.setattr(openmath, "_math_verify_parse", boom)
+    assert openmath.math_equivalent("\\boxed{1}", 1) is False
 
 
 def test_openmath_math_verify_column_and_summary():
@@ -444,7 +439,7 @@ def test_openmath_math_verify_column_and_summary():
     # an unboxed reply is False even when its text is the gold
     assert list(items["math_verify_ok"]) == [True, True, True, False, False, True]
     assert list(items["score"]) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]  # 2^{10} does not parse as a number
-    assert scoring.openmath_math_verify(items).tolist() == items["math_verify_ok"].tolist()
+    assert openmath.openmath_math_verify(items).tolist() == items["math_verify_ok"].tolist()
     c = summarize("openmath", items)["corrected"]
     assert c["math_verify_accuracy"] == approx(4 / 6)
     assert c["math_verify_agreement"] == approx(5 / 6)  # all but 2^{10}
@@ -521,7 +516,7 @@ def test_squad_unanswerable_items():
     ],
 )
 def test_squad_abstentions_are_no_answer(text):
-    assert scoring.is_no_answer(text)
+    assert squad_v2.is_no_answer(text)
     assert parse_reply("squad_v2", f"\\boxed{{{text}}}") == ("", True)
     items = scored("squad_v2", [f"\\boxed{{{text}}}"], [[]])
     assert (items.loc[0, "em"], items.loc[0, "score"]) == (1.0, 1.0)
@@ -541,7 +536,7 @@ def test_squad_abstentions_are_no_answer(text):
     ],
 )
 def test_squad_ordinary_spans_are_answers(text):
-    assert not scoring.is_no_answer(text)
+    assert not squad_v2.is_no_answer(text)
     assert parse_reply("squad_v2", f"\\boxed{{{text}}}") == (text, True)
     items = scored("squad_v2", [f"\\boxed{{{text}}}"], [[text]])
     assert (items.loc[0, "em"], items.loc[0, "score"]) == (1.0, 1.0)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import ConfigError, repo_root
-from peftlab.slots import SlotError, detect_gpus, parse_gpus, slot_env, slot_threads
-from peftlab.study import run_study
+from peftlab.core.errors import ConfigError
+from peftlab.core.paths import repo_root
+from peftlab.study.plan import run_study
+from peftlab.study.slots import SlotError, detect_gpus, parse_gpus, slot_env, slot_threads
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
@@ -74,7 +75,7 @@ def _start(tmp_path: Path, name: str, slots: int, cores: int, seconds: float) ->
         [
             sys.executable,
             "-m",
-            "peftlab.slots",
+            "peftlab.study.slots",
             "--slots",
             str(slots),
             "--cores",
@@ -152,7 +153,9 @@ def test_the_local_workflow_runs_one_job_per_slot(tmp_path, slots, threads):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
-    assert text.count(f"-m peftlab.slots --slots {slots} ") == 8 and "--cores 4 --" in text  # 2 train + 6 evaluate
+    assert (
+        text.count(f"-m peftlab.study.slots --slots {slots} ") == 8 and "--cores 4 --" in text
+    )  # 2 train + 6 evaluate
     counts = [line.split(":")[1].strip() for line in text.splitlines() if line.strip().startswith("threads:")]
     assert counts == [threads] * 8, counts
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_project_copy
-from peftlab.config import repo_root
+from peftlab.core.paths import repo_root
 
 ENABLE = "start a single-node cluster with `sudo scripts/local-slurm.sh start` (.ci/run does)"
 
@@ -39,7 +39,7 @@ def _run(root: Path, study: str, profile: str) -> subprocess.CompletedProcess:
         [
             sys.executable,
             "-m",
-            "peftlab.study",
+            "peftlab.study.plan",
             "run",
             study,
             "--directory",
@@ -172,7 +172,7 @@ def test_a_job_slurm_ends_at_its_time_limit_is_recorded_failed_and_retried_alone
         [
             sys.executable,
             "-m",
-            "peftlab.study",
+            "peftlab.study.plan",
             "run",
             "slurmfail",
             "--directory",

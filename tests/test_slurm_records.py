@@ -9,8 +9,8 @@ import time
 import pytest
 
 from conftest import make_project_copy
-from peftlab.slurm import classify, newest_log, record_slurm_failures
-from peftlab.study import load_plan
+from peftlab.study.plan import load_plan
+from peftlab.study.slurm import classify, newest_log, record_slurm_failures
 
 TIME_LIMIT = "slurmstepd: error: *** JOB 12 ON node7 CANCELLED AT 2026-11-30T06:01:02 DUE TO TIME LIMIT ***"
 OOM = "slurmstepd: error: Detected 1 oom_kill event in StepId=13.batch. Some of the step tasks have been OOM Killed."
@@ -52,7 +52,7 @@ def test_a_timed_out_train_job_and_evaluation_get_failed_records(tmp_path, monke
     """The workflow's onerror handler on fake SLURM logs (squeue not asked: no cluster here)."""
     root = make_project_copy(tmp_path)
     monkeypatch.setenv("PEFTLAB_ROOT", str(root))
-    monkeypatch.setattr("peftlab.slurm.job_state", lambda job_id: (None, None))
+    monkeypatch.setattr("peftlab.study.slurm.job_state", lambda job_id: (None, None))
     plan = load_plan("smoke")
     logs = root / ".snakemake" / "slurm_logs"
     (logs / "rule_train" / "arc-lora-r4-s0").mkdir(parents=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from peftlab.stats import (
+from peftlab.core.stats import (
     aggregate_seeds,
     cluster_bootstrap_diff,
     holm,

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from peftlab import scoring
-from peftlab.comparisons import EFFICACY_MEASURES, MEASURES
+from peftlab.analysis.comparisons import EFFICACY_MEASURES, MEASURES
+from peftlab.analysis.study_records import TABLE1_COLUMNS
 from peftlab.config import TASKS as CONFIG_TASKS
-from peftlab.config import ConfigError
-from peftlab.data import load_rows
-from peftlab.study_records import TABLE1_COLUMNS
-from peftlab.tasks import TASKS, eval_messages, get_task, gold, target, train_example
+from peftlab.core.errors import ConfigError
+from peftlab.tasks import scoring
+from peftlab.tasks.registry import TASKS, eval_messages, get_task, gold, load_rows, target, train_example
 
 
 def test_the_configuration_accepts_exactly_the_registered_tasks():
@@ -24,14 +23,18 @@ def test_the_configuration_accepts_exactly_the_registered_tasks():
 @pytest.mark.parametrize("name", list(TASKS))
 def test_entry_is_consistent(name):
     task = TASKS[name]
-    assert set(task.efficacy_measures) <= {m.name for m in task.measures}
-    assert set(EFFICACY_MEASURES[name]) == set(task.efficacy_measures)
-    assert all(MEASURES[m.name] is m for m in task.measures)
-    assert {c.name for c in task.table1_extra} <= set(task.record_figures)
-    for column in (task.efficacy_column, task.latency_column, *(c.name for c in task.table1_extra)):
+    assert set(task.scoring.efficacy_measures) <= {m.name for m in task.scoring.measures}
+    assert set(EFFICACY_MEASURES[name]) == set(task.scoring.efficacy_measures)
+    assert all(MEASURES[m.name] is m for m in task.scoring.measures)
+    assert {c.name for c in task.presentation.table1_extra} <= set(task.presentation.record_figures)
+    for column in (
+        task.presentation.efficacy_column,
+        task.latency_column,
+        *(c.name for c in task.presentation.table1_extra),
+    ):
         assert column in TABLE1_COLUMNS
-    assert set(task.efficacy) == {"reference", "corrected"}
-    assert task.efficacy["reference"][0] in task.published
+    assert set(task.scoring.efficacy) == {"reference", "corrected"}
+    assert task.scoring.efficacy["reference"][0] in task.scoring.published
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -43,10 +46,10 @@ def test_rows_load_and_a_reply_with_the_gold_answer_scores_full_marks(name, sour
     assert len(rows) == 5 and len(train) == 5
     for row in rows:
         messages = eval_messages(name, row, "corrected")
-        assert messages[0]["role"] == "system" and messages[0]["content"].startswith(task.system_prompt)
+        assert messages[0]["role"] == "system" and messages[0]["content"].startswith(task.prompting.system_prompt)
         reply = target(name, row, "corrected")  # what training teaches: the boxed answer
         items = scoring.score_items(name, [reply], [gold(name, row)])
         assert bool(items["parsed_ok"].iloc[0]) and items["score"].iloc[0] == 1.0, (row, reply)
         assert train_example(name, row, "corrected")["completion"][0]["content"] == reply
-        cluster = task.cluster(row)
+        cluster = task.scoring.cluster(row)
         assert isinstance(cluster, str) and cluster

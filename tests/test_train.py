@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.config import ConfigError, resolve_config
-from peftlab.train import run_training, training_layout
+from peftlab.config import resolve_config
+from peftlab.core.errors import ConfigError
+from peftlab.run.train import run_training, training_layout
 
 RECORD_FIELDS = {
     "kind",

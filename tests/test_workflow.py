@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from conftest import make_project_copy
-from peftlab.config import ConfigError, repo_root
-from peftlab.study import load_plan
+from peftlab.core.errors import ConfigError
+from peftlab.core.paths import repo_root
+from peftlab.study.plan import load_plan
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
@@ -196,7 +197,7 @@ def test_smoke_report_pages_pass_the_visual_check(smoke_study, tmp_path):
     captioned; its page images are kept for a person to look at."""
     import pypdfium2 as pdfium
 
-    from peftlab.report_pages import check_report
+    from peftlab.report.pages import check_report
 
     root, run = smoke_study
     assert run.returncode == 0, run.stderr[-3000:]
@@ -222,7 +223,7 @@ def test_smoke_report_pages_pass_the_visual_check(smoke_study, tmp_path):
 def test_local_runs_evaluate_each_model_in_one_job(tmp_path, capfd):
     """Through `peftlab study` with a local profile: one evaluation job per model (one load for all
     its tasks); a cluster profile keeps one job per (model, task)."""
-    from peftlab.study import run_study
+    from peftlab.study.plan import run_study
 
     assert run_study("smoke", directory=str(tmp_path), snakemake_args=["--dry-run", "--forceall"]) == 0
     out = capfd.readouterr()

@@ -14,18 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import PeftlabError
+from peftlab.core.errors import PeftlabError
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .models import prepare
+    from peftlab.models.loading import prepare
 
     prepare(install=not args.no_install)
     return 0
 
 
 def _study(args: argparse.Namespace) -> int:
-    from .study import check_plan, load_plan, run_study
+    from peftlab.study.plan import check_plan, load_plan, run_study
 
     if args.list:
         plan = load_plan(args.name)
@@ -48,7 +48,7 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import main as report_main
+    from peftlab.report.build import main as report_main
 
     return report_main([args.name, "--compare-with", args.compare_with])
 

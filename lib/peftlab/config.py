@@ -7,21 +7,24 @@ model or data is touched. Errors name the key, the bad value and what is allowed
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import ConfigError
-from .methods import METHODS as METHOD_REGISTRY
-from .methods import REFERENCE_ALPHA, REFERENCE_LEARNING_RATE, effective_alpha, effective_learning_rate  # noqa: F401
-from .tasks import TASKS as TASK_REGISTRY
+from peftlab.core.errors import ConfigError
+from peftlab.core.hashing import config_hash
+from peftlab.core.paths import params_dir, resolve_path
+from peftlab.core.yamlio import read_yaml
+from peftlab.methods.registry import METHODS as METHOD_REGISTRY
+from peftlab.methods.registry import (
+    identity,
+)  # noqa: F401
+from peftlab.models.loading import architectures
+from peftlab.tasks.registry import TASKS as TASK_REGISTRY
+from peftlab.tasks.registry import check_sample_counts
 
 METHODS = tuple(METHOD_REGISTRY)
 TASKS = tuple(TASK_REGISTRY)
@@ -32,16 +35,6 @@ DROPOUT_MASKS = ("auto", "packed", "bernoulli")  # how adapter dropout draws its
 DATA_SOURCES = ("reference", "hf", "hub")  # or a local directory <dir>/<task>/{train,test}.jsonl
 # Experiment trackers TRL's SFTTrainer reports to (`report_to`), with the package each needs.
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio"}
-
-
-def repo_root() -> Path:
-    """The project's root: $PEFTLAB_ROOT, else the checkout this package lives in."""
-    env = os.environ.get("PEFTLAB_ROOT")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[2]
-
-
-def params_dir() -> Path:
-    return repo_root() / "params"
 
 
 # --- validators: each returns the (possibly coerced) value or raises ConfigError -------
@@ -145,8 +138,6 @@ def _base_model(key: str, value: Any) -> Any:
     if value in ("tiny", "embedded"):
         return value
     if value.startswith("random:"):
-        from .models import architectures
-
         if value.removeprefix("random:") not in architectures():
             _fail(
                 key,
@@ -253,39 +244,8 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
 EVAL_IDENTITY_KEYS = ("dtype", "protocol", "data_source", "n_eval", "max_new_tokens", "eval_batch_size", "n_latency")
 
 
-def yaml_error_message(exc: yaml.YAMLError) -> str:
-    """PyYAML's multi-line error as one phrase with 1-based line and column."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None:
-        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
-    elif context:
-        problem += f" ({context})"
-    return where + problem
-
-
-def read_yaml(path: str | os.PathLike, *, what: str = "config file") -> dict[str, Any]:
-    """A YAML mapping from a file; any problem is one ConfigError line naming the file (and line, column)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path}, {yaml_error_message(exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path}: must hold a mapping of keys to values, not a {type(data).__name__}")
-    return data
-
-
-_read_yaml = read_yaml
-
-
 def load_defaults() -> dict[str, Any]:
-    defaults = _read_yaml(params_dir() / "defaults.yaml")
+    defaults = read_yaml(params_dir() / "defaults.yaml")
     if set(defaults) != set(SCHEMA):
         raise ConfigError(f"params/defaults.yaml and the schema disagree: {sorted(set(defaults) ^ set(SCHEMA))}")
     return defaults
@@ -307,34 +267,17 @@ def resolve_config(
     """defaults <- run file <- overrides, validated. Nothing is loaded before this passes."""
     config = load_defaults()
     if file:
-        config.update(validate(_read_yaml(Path(file)), source=str(file)))
+        config.update(validate(read_yaml(Path(file)), source=str(file)))
     if overrides:
         config.update(validate(dict(overrides), source="overrides"))
     config = validate(config, source="the merged configuration")
     config["out_dir"] = str(resolve_path(config["out_dir"]))
-    from .data import check_sample_counts  # data imports this module
-
     check_sample_counts(config)
     return config
 
 
-def resolve_path(path: str | os.PathLike) -> Path:
-    """Relative paths mean the same from a notebook (cwd notebooks/) and from the shell."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else repo_root() / path
-
-
-def config_hash(config: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> str:
-    """A short stable hash of the keys that decide a result (all of them when `keys` is None)."""
-    subset = {key: config[key] for key in (config if keys is None else keys) if key in config}
-    blob = json.dumps(subset, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
 def train_hash(config: Mapping[str, Any]) -> str:
     """The identity hash of a training run (methods.identity)."""
-    from .methods import identity
-
     return config_hash(identity(config))
 
 

@@ -1,4 +1,4 @@
-from peftlab.run_names import is_base_run
+from peftlab.study.run_names import is_base_run
 
 
 def _train_record(wc):
@@ -10,7 +10,7 @@ def _run_dir(wc):
 
 
 # evaluate.ipynb's parameters are the evaluation keys (peftlab.config.EVAL_NOTEBOOK_KEYS): a job's
-# training keys, which `peftlab.study params` writes too, are kept out of its parameters file
+# training keys, which `peftlab.study.plan params` writes too, are kept out of its parameters file
 # (the notebook refuses a run key it does not use).
 EVAL_KEYS_ONLY = (
     f'{PY} -c "import sys, yaml; from peftlab.config import EVAL_NOTEBOOK_KEYS; '
@@ -46,8 +46,8 @@ if EVAL_JOBS == "per_model":
         shell:
             "mkdir -p {params.folder} && "
             "{PY} -m peftlab.study params {STUDY} {wildcards.model} | {EVAL_KEYS_ONLY} > {params.folder}/params-eval.yaml && "
-            "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
-            "{PY} -m peftlab.run_notebook --log-output notebooks/evaluate.ipynb {params.folder}/evaluate.ipynb "
+            "( TQDM_MININTERVAL=5 {PY} -m peftlab.study.slots {SLOT_ARGS} --cores {params.cores} -- "
+            "{PY} -m peftlab.study.run_notebook --log-output notebooks/evaluate.ipynb {params.folder}/evaluate.ipynb "
             "-f {params.folder}/params-eval.yaml -p run_dir {params.run_dir} "
             "--cwd notebooks > {log} 2>&1 "
             "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
@@ -73,8 +73,8 @@ else:
             "mkdir -p {params.folder} && "
             "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} | {EVAL_KEYS_ONLY} "
             "> {params.folder}/params-eval-{wildcards.task}.yaml && "
-            "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
-            "{PY} -m peftlab.run_notebook --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
+            "( TQDM_MININTERVAL=5 {PY} -m peftlab.study.slots {SLOT_ARGS} --cores {params.cores} -- "
+            "{PY} -m peftlab.study.run_notebook --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "
             "-f {params.folder}/params-eval-{wildcards.task}.yaml -p run_dir {params.run_dir} "
             "--cwd notebooks > {log} 2>&1 "
             "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"

@@ -1,4 +1,4 @@
-from peftlab.run_names import TRAIN_RUN_WILDCARD
+from peftlab.study.run_names import TRAIN_RUN_WILDCARD
 
 
 # A run's record is its target. A failure is recorded (status failed) and accepted so the
@@ -20,7 +20,7 @@ rule train:
     shell:
         "mkdir -p {params.folder} && "
         "{PY} -m peftlab.study params {STUDY} {wildcards.run} > {params.folder}/params-train.yaml && "
-        "( TQDM_MININTERVAL=5 {PY} -m peftlab.slots {SLOT_ARGS} --cores {params.cores} -- "
-        "{PY} -m peftlab.run_notebook --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
+        "( TQDM_MININTERVAL=5 {PY} -m peftlab.study.slots {SLOT_ARGS} --cores {params.cores} -- "
+        "{PY} -m peftlab.study.run_notebook --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
         "--cwd notebooks > {log} 2>&1 "
         "|| {PY} -m peftlab.study accept-failed {output} 2>> {log} )"
