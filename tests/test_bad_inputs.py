@@ -215,6 +215,16 @@ def _peftlab(*args: str, cwd: Path, root: Path | None = None) -> subprocess.Comp
             "trained_base_models: [tiny]\nmethods: {lora: [4096]}\ntrain_tasks: [arc]\n",
             ["job arc-lora-r4096-s0", "'rank': 4096", "self_attn.k_proj"],
         ),
+        (  # ranks given to a method that takes none would silently become one run
+            "rankless",
+            "trained_base_models: [tiny]\nmethods: {ia3: [8, 16]}\ntrain_tasks: [arc]\n",
+            ["'methods.ia3': [8, 16] is not allowed", "[null] (ia3 takes no rank)"],
+        ),
+        (
+            "norank",
+            "trained_base_models: [tiny]\nmethods: {lora: [null]}\ntrain_tasks: [arc]\n",
+            ["'methods.lora': [None] is not allowed", "lora takes a rank"],
+        ),
     ],
 )
 def test_a_study_error_is_one_line_before_snakemake_starts(tmp_path, name, text, words):
@@ -236,6 +246,15 @@ def test_peftlab_study_list_validates_and_lists_without_running(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "study smoke: 2 train jobs, 6 evaluate jobs" in result.stdout and "arc-lora-r4-s0" in result.stdout
     assert not (root / ".snakemake").exists()
+
+
+@pytest.mark.parametrize("mode", ["--list", "--dry-run"])
+def test_peftlab_study_refuses_a_bad_gpus_value_when_listing_too(tmp_path, mode):
+    root = make_project_copy(tmp_path)
+    result = _peftlab("study", "smoke", mode, "--gpus", "banana", cwd=root, root=root)
+    assert result.returncode == 2, result.stdout
+    assert "GPUS='banana' is not allowed; allowed: a whole number >= 1" in result.stderr
+    assert "train jobs" not in result.stdout and not (root / ".snakemake").exists()
 
 
 # --- experiment tracking -----------------------------------------------------------------------

@@ -30,7 +30,8 @@ def scored(task, replies, golds):
 
 
 def test_tasks_match_config():
-    assert tuple(TASKS) == config.TASKS == ("arc", "openmath", "squad_v2")
+    assert tuple(TASKS) == config.TASKS
+    assert {"arc", "openmath", "squad_v2"} <= set(TASKS)  # the reference study's tasks
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_tasks_match_config():
     ],
 )
 def test_unknown_task_names_task_and_allowed(call):
-    with pytest.raises(ValueError, match=r"'bogus'.*arc, openmath, squad_v2"):
+    with pytest.raises(ValueError, match="'bogus'.*" + ", ".join(TASKS)):
         call()
 
 

@@ -37,8 +37,12 @@ def test_entry_is_consistent(name):
     assert task.scoring.efficacy["reference"][0] in task.scoring.published
 
 
-@pytest.mark.parametrize("name", list(TASKS))
-@pytest.mark.parametrize("source", ["reference", "hf"])
+SHIPPED = [
+    (name, source) for name, task in TASKS.items() for source in ("reference", "hf") if task.data.builders.get(source)
+]
+
+
+@pytest.mark.parametrize("name, source", SHIPPED)
 def test_rows_load_and_a_reply_with_the_gold_answer_scores_full_marks(name, source):
     task = TASKS[name]
     rows = load_rows(task=name, split="test", source=source, n=5)

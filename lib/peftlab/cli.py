@@ -25,11 +25,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from peftlab.study.plan import check_plan, load_plan, run_study
+    from peftlab.study.plan import check_plan, load_plan, local_slots, run_study
 
     if args.list:
         plan = load_plan(args.name)
         check_plan(plan)
+        local_slots(args.profile, args.gpus)  # the same options a run would refuse
         print(
             f"study {plan.study}: {len(plan.train)} train jobs, {len(plan.eval_targets())} evaluate jobs -> {plan.out}"
         )

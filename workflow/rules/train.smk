@@ -7,7 +7,7 @@ rule train:
     output:
         f"{OUT}/runs/{{run}}/train.json",
     params:
-        config_hash=lambda wc: train_hash(PLAN, wc.run),  # a changed config reruns the job
+        config_hash=lambda wc: job_train_hash(PLAN, wc.run),  # a changed config reruns the job
         folder=f"{OUT}/runs/{{run}}",
         cores=job_cores,
     log:

@@ -63,10 +63,18 @@ def _model_rows(records: StudyRecords) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def task_columns(task: str) -> tuple[str, ...]:
+    """A task's Table 1 columns: efficacy, its further columns, latency."""
+    spec = TASK_REGISTRY[task]
+    extra = (c.name for c in spec.presentation.table1_extra)
+    return (spec.presentation.efficacy_column, *extra, spec.latency_column)
+
+
 def table1(records: StudyRecords) -> pd.DataFrame:
     """The study's Table 1: one row per evaluated configuration.
 
-    Columns ``TABLE1_COLUMNS`` (NaN where not measured), then, when any configuration has
+    Columns ``TABLE1_COLUMNS`` (NaN where not measured; a registered task no record evaluated
+    has no columns), then, when any configuration has
     several seeds, ``<col>_std`` for every figure and ``n_seeds``, and last ``status`` ("ok",
     "partial" when some of its records failed, "failed"). Eval memory is the maximum over the
     model's evaluation tasks (CUDA peak reserved / allocated; on a CPU the peak RSS is under
@@ -93,7 +101,11 @@ def table1(records: StudyRecords) -> pd.DataFrame:
     table["rank"] = pd.array([None if pd.isna(r) else int(r) for r in table["rank"]], dtype="Int64")
     if (table["n_seeds"] > 1).any():
         columns = list(TABLE1_COLUMNS) + [f"{c}_std" for c in values] + ["n_seeds", "status"]
-    return table.reset_index(drop=True)[columns]
+    evaluated = set(records.evals["task"])
+    absent = {
+        f"{c}{suffix}" for t in TASK_REGISTRY if t not in evaluated for c in task_columns(t) for suffix in ("", "_std")
+    }
+    return table.reset_index(drop=True)[[c for c in columns if c not in absent]]
 
 
 def table1_best(table: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +177,8 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
     cell.
     """
     best = table1_best(table)
-    leaves = [leaf for _, group in _HTML_GROUPS for leaf in group]
+    groups = [(title, group) for title, group in _HTML_GROUPS if all(column in table.columns for column, _ in group)]
+    leaves = [leaf for _, group in groups for leaf in group]
     style = (
         "<style>table.table1{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
         "table.table1 th,table.table1 td{border:1px solid #bbb;padding:3px 6px;text-align:right}"
@@ -176,7 +189,7 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
     out.append("<thead><tr>")
-    for title, group in _HTML_GROUPS:
+    for title, group in groups:
         out.append(f'<th colspan="{len(group)}">{html.escape(title)}</th>')
     out.append("</tr><tr>")
     out.extend(f"<th>{html.escape(label)}</th>" for _, label in leaves)

@@ -147,9 +147,13 @@ def load_plan(name: str) -> Plan:
                         + ", ".join(m for m, spec in METHOD_REGISTRY.items() if not spec.ranked)
                         + ")",
                     )
+                ranked = METHOD_REGISTRY[method].ranked
+                if not ranked and ranks != [None]:
+                    _fail(study, f"methods.{method}", ranks, f"[null] ({method} takes no rank)")
+                if ranked and None in ranks:
+                    _fail(study, f"methods.{method}", ranks, f"a list of ranks >= 1 ({method} takes a rank)")
                 for rank in ranks:
                     for seed in seeds:
-                        ranked = METHOD_REGISTRY[method].ranked
                         name = train_run_name(
                             task,
                             method,
@@ -206,7 +210,7 @@ def job_params(plan: Plan, name: str, task: str | None = None) -> dict:
     return params
 
 
-def train_hash(plan: Plan, name: str) -> str:
+def job_train_hash(plan: Plan, name: str) -> str:
     return run_identity_hash(plan.train[name].config)
 
 
@@ -244,6 +248,19 @@ def _is_local_profile(path: Path) -> bool:
     return settings.get("executor", "local") == "local"
 
 
+def local_slots(profile: str, gpus: str | int | None) -> int | None:
+    """Jobs at once for a local profile (one per GPU; `gpus` checked), None for a cluster profile,
+    where `gpus` is refused: the cluster's own GPU requests decide."""
+    if _is_local_profile(_profile_dir(profile)):
+        return parse_gpus(gpus)
+    if gpus not in (None, "", "auto"):
+        raise ConfigError(
+            f"GPUS={gpus!r} applies to local profiles only; {profile} submits each job with its own "
+            "GPU request (gres in its config.yaml), and `jobs:` there sets how many run at once"
+        )
+    return None
+
+
 def run_study(
     study: str,
     *,
@@ -263,19 +280,14 @@ def run_study(
     check_plan(load_plan(study))
     workdir = Path(directory).resolve() if directory else repo_root()
     profile_dir = _profile_dir(profile)
+    slots = local_slots(profile, gpus)
     extra: list[str] = []
-    if _is_local_profile(profile_dir):
-        slots = parse_gpus(gpus)
+    if slots is not None:
         extra = ["--resources", f"accelerator={slots}"]
         if not any(entry.startswith("eval_jobs=") for entry in config or []):
             config = [*(config or []), "eval_jobs=per_model"]  # one machine: one load per model
         print(
             f"local run: {slots} job(s) at once ({'one per GPU' if slots > 1 else 'all cores each'})", file=sys.stderr
-        )
-    elif gpus not in (None, "", "auto"):
-        raise ConfigError(
-            f"GPUS={gpus!r} applies to local profiles only; {profile} submits each job with its own "
-            "GPU request (gres in its config.yaml), and `jobs:` there sets how many run at once"
         )
     snakemake = str(Path(sys.executable).parent / "snakemake")
     base = [

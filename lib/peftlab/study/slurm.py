@@ -20,11 +20,12 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peftlab.config import EVAL_IDENTITY_KEYS, train_hash
+from peftlab.config import EVAL_IDENTITY_KEYS
 from peftlab.core.files import write_json
 from peftlab.core.hashing import config_hash
 from peftlab.run.evaluate import model_identity
 from peftlab.run.records import failed_eval_record, git_state, package_versions, train_record_start
+from peftlab.study.plan import job_train_hash
 
 # SLURM job states that mean "SLURM ended the job for a resource limit": rerunning it as it
 # is fails again, so it is recorded (the others are redone by the next run).
@@ -131,7 +132,7 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
         error = slurm_failure(log) if log else None
         if error:
             config = job.config
-            record = train_record_start(config, run=name, config_hash=train_hash(plan, name))
+            record = train_record_start(config, run=name, config_hash=job_train_hash(plan, name))
             write_json(path, {**record, "error": error, "meta": _meta()})
             written.append(path)
     for model, task in plan.eval_targets():
