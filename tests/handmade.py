@@ -10,6 +10,7 @@ import pandas as pd
 
 from peftlab.core.files import write_json, write_parquet
 from peftlab.tasks import scoring
+from peftlab.tasks.registry import TASKS as TASK_REGISTRY
 
 N = 40
 TASKS = ("arc", "openmath", "squad_v2")
@@ -18,9 +19,10 @@ CPU_TRAIN = {"device": "cpu", "peak_rss_gb": 1.25, "label": "process peak RSS ov
 
 
 def golds(task: str, n: int = N) -> list:
-    if task == "arc":
+    kind = TASK_REGISTRY[task].scoring.answer_kind
+    if kind == "choice":
         return ["ABCD"[i % 4] for i in range(n)]
-    if task == "openmath":
+    if kind == "number":
         return [float(i + 1) for i in range(n)]
     return [[f"answer {i}"] for i in range(n)]
 
@@ -33,9 +35,10 @@ def replies(task: str, outcome, n: int = N) -> list[str]:
         if ok is None:
             out.append("I am not sure.")
             continue
-        if task == "arc":
+        kind = TASK_REGISTRY[task].scoring.answer_kind
+        if kind == "choice":
             answer = gold[i] if ok else "ABCD"[(i + 1) % 4]
-        elif task == "openmath":
+        elif kind == "number":
             answer = f"{gold[i]:g}" if ok else f"{gold[i] + 3:g}"
         else:
             answer = gold[i][0] if ok else "something else"
@@ -150,7 +153,7 @@ def write_model(
                 "id": ids if ids is not None else [f"{task}-{i}" for i in range(n)],
                 "task": task,
                 "reply": reply,
-                "gold": [g if task == "squad_v2" else str(g) for g in gold],
+                "gold": [g if TASK_REGISTRY[task].scoring.answer_kind == "span" else str(g) for g in gold],
                 "tokens_generated": tok,
                 "seconds": lat,
             }

@@ -217,6 +217,7 @@ register(
             answer=lambda row, protocol: str(row["answer"]),
         ),
         scoring=Scoring(
+            answer_kind="choice",
             gold=lambda row: row["answer"],
             parse=parse_arc,
             score_item=score_arc,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPLITS = ("train", "test")
+ANSWER_KINDS = ("choice", "number", "span")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Prompting:
 class Scoring:
     """How replies are read and scored, per item and over a run, under both protocols."""
 
+    answer_kind: str  # choice (a letter among options) | number | span (free text): what chance means for it
     gold: Callable[[dict], Any]  # row -> what scoring compares against
     parse: Callable[[str], tuple[object, bool]]  # the corrected reading of a reply: (value, parsed_ok)
     score_item: Callable  # (reply, reference box, value, parsed_ok, gold) -> one row of the items file
@@ -115,6 +117,10 @@ class Task:
     data: DataSpec
     presentation: Presentation
     reference_training_task: bool = False  # the reference study trained on it (its Table 1 blocks come first)
+
+    def __post_init__(self) -> None:
+        if self.scoring.answer_kind not in ANSWER_KINDS:
+            raise ValueError(f"task {self.name!r}: answer_kind {self.scoring.answer_kind!r}; allowed: {ANSWER_KINDS}")
 
     @property
     def latency_column(self) -> str:

@@ -380,6 +380,7 @@ register(
             ),
         ),
         scoring=Scoring(
+            answer_kind="number",
             gold=lambda row: row["answer"],
             parse=parse_openmath,
             score_item=score_openmath,

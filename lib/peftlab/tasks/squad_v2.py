@@ -337,6 +337,7 @@ register(
             answer=squad_answer,
         ),
         scoring=Scoring(
+            answer_kind="span",
             gold=lambda row: row["answers"],
             parse=squad_prediction,
             score_item=score_squad,
