@@ -95,7 +95,10 @@ def multiple_choice_loglik(
     requests = []  # (item, option, context tokens, continuation tokens)
     for item, (context, options) in enumerate(zip(contexts, choices)):
         for option, text in enumerate(options):
-            requests.append((item, option, *_encode_pair(tokenizer, context, delimiter + text)))
+            context_enc, continuation_enc = _encode_pair(tokenizer, context, delimiter + text)
+            if not continuation_enc:  # lm-eval asserts this too: "Answer: th" + "e" merges into the context's tokens
+                raise ValueError(f"item {item} option {option}: {delimiter + text!r} adds no token to {context!r}")
+            requests.append((item, option, context_enc, continuation_enc))
     # Longest first, as lm-eval: similar lengths share a batch, so little padding.
     requests.sort(key=lambda r: -(len(r[2]) + len(r[3])))
     window = getattr(model.config, "max_position_embeddings", None)
