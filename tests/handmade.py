@@ -92,12 +92,16 @@ def write_model(
     train_memory=None,
     batched_memory=None,
     timing_noise_rel=0.01,
+    texts=None,
+    cut=None,
 ) -> None:
     """A model's records: per task an items file and an eval record; a train record when trained.
 
     ``correct``: per-item outcomes (a mask, or a dict per task; None entries are unparsed);
     ``latency``/``tokens``: a number or per-item array (dict per task allowed); ``ids``: the
-    item ids (default ``<task>-<i>``); ``clusters``: per-item cluster names.
+    item ids (default ``<task>-<i>``); ``clusters``: per-item cluster names; ``texts``: the
+    replies themselves per task (instead of ``correct``'s); ``cut``: per item (dict per task
+    allowed), whether the reply reached max_new_tokens.
     """
     run = out / "runs" / name
     ident = identity(name, method, rank, train_task, seed, base_model)
@@ -140,9 +144,12 @@ def write_model(
                 },
             )
             continue
-        outcome = correct[task] if isinstance(correct, dict) else correct
-        outcome = [None if o is None else bool(o) for o in outcome]
-        gold, reply = golds(task, n), replies(task, outcome, n)
+        gold = golds(task, n)
+        if texts is not None and task in texts:
+            reply = list(texts[task])
+        else:
+            outcome = correct[task] if isinstance(correct, dict) else correct
+            reply = replies(task, [None if o is None else bool(o) for o in outcome], n)
         scored = scoring.score_items(task, reply, gold)
         lat = latency[task] if isinstance(latency, dict) else latency
         tok = tokens[task] if isinstance(tokens, dict) else tokens
@@ -161,6 +168,10 @@ def write_model(
         items = pd.concat([items, scored], axis=1)
         if clusters is not None:
             items["cluster"] = clusters
+        items["chance"] = 0.25 if TASK_REGISTRY[task].scoring.answer_kind == "choice" else 0.0  # four options
+        cut_items = cut[task] if isinstance(cut, dict) else cut
+        if cut_items is not None:
+            items["hit_max_new_tokens"] = np.broadcast_to(np.asarray(cut_items, dtype=bool), (n,)).copy()
         items["latency_s"] = lat
         items["latency_tokens"] = pd.array(tok, dtype="Int64")
         metrics = scoring.summarize(task, items)

@@ -301,7 +301,8 @@ def test_evals_and_trains_tables(study):
 
 def test_table1_failed_run_seeds_and_cpu_memory(study):
     table = table1(load_study(study))
-    assert list(table.columns[:18]) == [
+    skill = ("flex", "format", "cut")
+    assert list(table.columns[:29]) == [
         "block",
         "base",
         "method",
@@ -311,14 +312,19 @@ def test_table1_failed_run_seeds_and_cpu_memory(study):
         "eval_res_gb",
         "eval_all_gb",
         "arc_f1",
+        "arc_ll_acc",
+        "arc_ll_acc_norm",
+        *(f"arc_{c}" for c in skill),
         "arc_latency_s",
         "openmath_absdiff",
         "openmath_n_parsed",
         "openmath_n",
         "openmath_accuracy",
         "openmath_math_verify",
+        *(f"openmath_{c}" for c in skill),
         "openmath_latency_s",
         "squad_f1",
+        *(f"squad_{c}" for c in skill),
         "squad_latency_s",
     ]
     assert "squad_f1_std" in table.columns and "n_seeds" in table.columns and table.columns[-1] == "status"

@@ -11,8 +11,8 @@ import torch
 
 from peftlab.core.paths import repo_root
 from peftlab.models.loading import load_model
-from peftlab.run.loglik import ARC_LOGLIK_PROMPT, arc_options, multiple_choice_loglik
-from peftlab.tasks.arc import arc_hf
+from peftlab.run.loglik import multiple_choice_loglik
+from peftlab.tasks.arc import LOGLIK_PROMPT, arc_hf, arc_options
 
 
 def _hf_rows(name: str) -> list[dict]:
@@ -36,7 +36,7 @@ def _requests(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     contexts, choices = [], []
     for n, record in enumerate(records):
         stem, options = arc_options(arc_hf(record, "test", n))
-        contexts.append(ARC_LOGLIK_PROMPT.format(question=stem))
+        contexts.append(LOGLIK_PROMPT.format(question=stem))
         choices.append(options)
     return contexts, choices
 

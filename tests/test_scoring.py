@@ -150,7 +150,14 @@ def test_arc_numeric_gold_labels():
     assert list(items["ref_parsed"]) == ["B", "", "C"]
     s = summarize("arc", items)
     # corrected: B has tp=2 (p=r=1), C tp=1 (p=r=1), A and D 0 -> (1 + 1) / 4
-    assert s["corrected"] == {"accuracy": 1.0, "macro_f1": 0.5, "parse_rate": 1.0, "n": 3}
+    assert s["corrected"] == {
+        "accuracy": 1.0,
+        "macro_f1": 0.5,
+        "parse_rate": 1.0,
+        "n": 3,
+        "flexible": 1.0,
+        "format_rate": 1.0,
+    }
     # reference: only the (C, C) pair enters the matrix -> C f1 = 1, others 0 -> 1/4; 1 of 3 correct
     assert s["reference"] == {"macro_f1": 0.25, "accuracy": 33.33, "format_success_rate": 100.0}
 
@@ -367,6 +374,8 @@ def test_openmath_mean_vs_median_with_outlier():
         "math_verify_agreement": 1.0,
         "parse_rate": 0.75,
         "n": 4,
+        "flexible": 0.25,  # "I don't know." has no number
+        "format_rate": 0.75,
     }
     assert s["reference"] == {"avg_abs_diff": 334.0, "accuracy": 25.0, "format_success_rate": 75.0}
     assert s["headline"] == {"name": "mean_abs_diff", "value": 334.0, "higher_is_better": False}
@@ -388,6 +397,8 @@ def test_openmath_reference_avg_excludes_unparsed():
         "math_verify_agreement": 1.0,
         "parse_rate": 0.5,
         "n": 4,
+        "flexible": 0.0,
+        "format_rate": 0.5,
     }
 
 
@@ -633,7 +644,17 @@ def test_summarize_after_parquet_round_trip_with_text_golds(tmp_path):
 )
 def test_item_columns_and_text_dtypes(task, golds, extra):
     items = score_items(task, ["\\boxed{A}", "no box"], golds)
-    expected = ["parsed", "parsed_ok", "score", *extra, "ref_parsed", "ref_score"]
+    expected = [
+        "parsed",
+        "parsed_ok",
+        "score",
+        *extra,
+        "format_ok",
+        "flex_parsed",
+        "flex_score",
+        "ref_parsed",
+        "ref_score",
+    ]
     assert list(items.columns) == expected
     assert all(isinstance(v, str) for v in items["parsed"])
     assert all(isinstance(v, str) for v in items["ref_parsed"])

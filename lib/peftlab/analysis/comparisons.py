@@ -83,6 +83,7 @@ MEASURES = {
             digits=3,
             words="s",
             short="latency s",
+            role="cost",
         ),
         Measure(
             "tokens",
@@ -92,11 +93,17 @@ MEASURES = {
             higher_is_better=False,
             words="tokens",
             short="tokens",
+            role="cost",
         ),
     )
 }
-# Per task, the efficacy measures in order of preference: per-item first, counts last.
+# Per task, the efficacy measures in order of preference: format-free per-item measures first
+# (log-likelihood choice, the flexible reading), then the protocol's strict format, counts last.
 EFFICACY_MEASURES = {name: task.scoring.efficacy_measures for name, task in TASKS.items()}
+# Per task, its format measure: whether a reply gave its answer as the protocol asks.
+FORMAT_MEASURES = {name: m.name for name, task in TASKS.items() for m in task.scoring.measures if m.role == "format"}
+CUT_LIMIT = 0.10  # a model x task with more of its replies at max_new_tokens is "cut at the cap"
+AT_CHANCE_LEVEL = 0.95  # a configuration is at chance when this interval of (score - chance) holds 0
 
 
 def item_values(frame: pd.DataFrame | None, measure: str, scoring_name: str) -> pd.DataFrame | None:
@@ -128,6 +135,9 @@ def item_values(frame: pd.DataFrame | None, measure: str, scoring_name: str) -> 
     if values is None:
         return None
     out["v"] = pd.to_numeric(values.astype(float), errors="coerce") * factor
+    # A blind guess's score per item, in the measure's unit (the floor, 0, without a chance column).
+    chance = column(spec.chance) if spec.chance else None
+    out["c"] = pd.to_numeric(chance.astype(float), errors="coerce").fillna(0.0) * factor if chance is not None else 0.0
     return out[out["v"].notna()].reset_index(drop=True)
 
 
@@ -156,6 +166,7 @@ _CFG_VALUES = (
     "eval_all_gb",
     "eval_batched_gb",
     "parse_rate",
+    "cut_rate",
     "count_correct",
     "count_n",
 )
@@ -237,6 +248,8 @@ class Analysis:
             "train_res_gb",
             "train_all_gb",
             "train_memory_kind",
+            "chance",
+            "at_chance",
         ]
         if ev.empty:
             return pd.DataFrame(columns=columns)
@@ -266,7 +279,14 @@ class Analysis:
         else:
             cfg["train_res_gb"], cfg["train_all_gb"], cfg["train_memory_kind"] = math.nan, math.nan, None
         order = _sort_key(cfg)
-        return cfg.iloc[np.lexsort(order[["n", "s", "r", "m", "b"]].to_numpy().T)].reset_index(drop=True)
+        cfg = cfg.iloc[np.lexsort(order[["n", "s", "r", "m", "b"]].to_numpy().T)].reset_index(drop=True)
+        tests = [
+            self._chance_test(row["models"], row["task"], row["score_metric"], row["scoring"])
+            for _, row in cfg.iterrows()
+        ]
+        cfg["chance"] = [t["chance"] if t else math.nan for t in tests]
+        cfg["at_chance"] = [t["at_chance"] if t else None for t in tests]
+        return cfg
 
     # --- selections ------------------------------------------------------------------
     def rows(self, task: str | None = None) -> pd.DataFrame:
@@ -301,6 +321,48 @@ class Analysis:
             out |= set(bad["config"])
         return sorted(out)
 
+    # --- chance ---------------------------------------------------------------------
+    def _chance_test(self, models: tuple, task: str, measure: str | None, scoring_name: str) -> dict | None:
+        """A configuration's score on ``measure`` against a blind guess on the same items: the
+        difference, its cluster-bootstrap interval (AT_CHANCE_LEVEL) and whether it holds 0. None
+        for a measure without per-item values (macro-F1, counts)."""
+        if measure is None or MEASURES[measure].statistic != "mean" or MEASURES[measure].role != "efficacy":
+            return None
+        frames = [self.data(m, task, measure, scoring_name) for m in models]
+        if any(f is None or not len(f) for f in frames):
+            return None
+        ids = [i for i in frames[0]["id"] if all(i in set(f["id"]) for f in frames[1:])]
+        first = frames[0].set_index("id").loc[ids]
+        runs = [f.set_index("id").loc[ids, "v"].to_numpy() for f in frames]
+        result = cluster_bootstrap_diff(
+            runs, [first["c"].to_numpy()], first["cluster"].tolist(), n_boot=self.n_boot, seed=self.seed
+        )
+        half = z_value(AT_CHANCE_LEVEL) * result["se"]
+        low, high = result["estimate"] - half, result["estimate"] + half
+        return {
+            "chance": result["b"],
+            "diff": result["estimate"],
+            "low": low,
+            "high": high,
+            "at_chance": bool(low <= 0 <= high),
+        }
+
+    def at_chance(self, config: str, task: str) -> bool | None:
+        row = self.row(config, task)
+        return None if row is None or row.get("at_chance") is None else bool(row["at_chance"])
+
+    def informative(self, task: str) -> bool:
+        """Whether some configuration scores off chance (or off the floor) on ``task``: where every
+        one, the untuned base included, is at chance, the task cannot rank methods at this scale."""
+        flags = self.rows(task)["at_chance"]
+        known = [bool(f) for f in flags if f is not None and not (isinstance(f, float) and math.isnan(f))]
+        return not known or not all(known) or len(known) < len(flags)
+
+    def cut(self, config: str, task: str) -> bool:
+        """More than CUT_LIMIT of the configuration's replies on ``task`` reached max_new_tokens."""
+        row = self.row(config, task)
+        return row is not None and pd.notna(row.get("cut_rate")) and row["cut_rate"] > CUT_LIMIT
+
     # --- comparisons -----------------------------------------------------------------
     def compare(self, a: str, b: str, task: str, measure: str = "efficacy") -> dict:
         """Configuration ``a`` against ``b`` on ``task``, before the family's adjustment.
@@ -324,10 +386,15 @@ class Analysis:
             "method": None,
             "noise_rel": math.nan,
             "note": None,
+            "flag": None,
         }
         if ra is None or rb is None:
             out["note"] = f"{a if ra is None else b} has no ok evaluation on {task}"
             return out
+        if measure in ("latency_s", "tokens"):
+            cut = [c for c in (a, b) if self.cut(c, task)]
+            if cut:  # a reply stopped by the cap is short because it was cut, not because the model is fast
+                out["flag"] = "cut at the cap"
         if measure == "latency_s" and ra["base"] == rb["base"]:
             return self._latency_from_tokens(out, ra, rb, task)
         names = EFFICACY_MEASURES[task] if measure == "efficacy" else (measure,)
@@ -346,6 +413,10 @@ class Analysis:
         if out["metric"] == "latency_s":
             out["noise_rel"] = self._timing_noise(ra, rb, task)
             out["method"] = "cluster bootstrap, measured seconds"
+        if out["metric"] in MEASURES and MEASURES[out["metric"]].role == "efficacy":
+            sides = [self._chance_test(r["models"], task, out["metric"], r["scoring"]) for r in (ra, rb)]
+            if all(t is not None and t["at_chance"] for t in sides):
+                out["flag"] = "both at chance"
         return out
 
     def _latency_from_tokens(self, out: dict, ra: pd.Series, rb: pd.Series, task: str) -> dict:
@@ -522,6 +593,11 @@ class Analysis:
                 if rel <= c["noise_rel"]:
                     decisive = False
                     row["note"] = f"{100 * rel:.1f} % difference within the {100 * c['noise_rel']:.1f} % timing noise"
+            if isinstance(c["flag"], str):
+                # Both sides at chance know nothing to tell apart; a reply cut at the cap is not "faster".
+                note = row["note"] if isinstance(row["note"], str) and row["note"] else ""
+                row["note"] = f"{c['flag']}: never decisive" + (f"; {note}" if note else "")
+                decisive = False
             if decisive:
                 gain = c["diff"] if higher else -c["diff"]
                 row.update(decisive=True, better="a" if gain > 0 else "b", verdict=f"{'a' if gain > 0 else 'b'} better")
@@ -561,6 +637,7 @@ COMPARISON_INPUT = [
     "method",
     "noise_rel",
     "note",
+    "flag",
 ]
 COMPARISON_COLUMNS = [
     "family",
@@ -591,6 +668,7 @@ COMPARISON_COLUMNS = [
     "method",
     "noise_rel",
     "note",
+    "flag",
 ]
 
 

@@ -229,9 +229,18 @@ def _eval_row(model: str, record: dict, train: dict | None = None) -> dict:
         "imported": "imported_from" in record,
         "eval_batched_gb": _memory_figures(record.get("memory_batched"))[0] if ok else math.nan,
         "timing_noise_rel": _num(latency.get("timing_noise_rel")),
+        "cut_rate": _cut_rate(record) if ok else math.nan,
         **(_task_figures(record, task, scoring_name) if ok else {}),
         **(_counts(record, task, scoring_name) if ok else {}),
     }
+
+
+def _cut_rate(record: dict) -> float:
+    """The share of replies that reached max_new_tokens (every item's; else the timed items')."""
+    corrected = (record.get("metrics") or {}).get("corrected") or {}
+    if corrected.get("cut_rate") is not None:
+        return _num(corrected["cut_rate"])
+    return _num((record.get("latency") or {}).get("hit_max_new_tokens"))
 
 
 def _task_figures(record: dict, task: str | None, scoring_name: str) -> dict:
@@ -336,6 +345,7 @@ EVAL_COLUMNS = (
     "imported",
     "eval_batched_gb",
     "timing_noise_rel",
+    "cut_rate",
     *(
         column for task in TASK_REGISTRY.values() for column in task.presentation.record_figures
     ),  # the tasks' own figures

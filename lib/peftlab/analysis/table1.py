@@ -161,6 +161,9 @@ _HTML_DIGITS = {
     **{task.latency_column: 4 for task in TASK_REGISTRY.values()},
 }
 _OUT_OF = {c.name: c.out_of for task in TASK_REGISTRY.values() for c in task.presentation.table1_extra if c.out_of}
+_FLAG_ABOVE = {
+    c.name: c.flag_above for task in TASK_REGISTRY.values() for c in task.presentation.table1_extra if c.flag_above
+}
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -174,7 +177,7 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
 
     A block title row precedes each block; missing values are "—"; with several seeds a
     figure reads "mean ± std"; a configuration whose records failed is marked in its PEFT
-    cell.
+    cell; a share of replies cut at the cap above its limit is flagged "⚠".
     """
     best = table1_best(table)
     groups = [(title, group) for title, group in _HTML_GROUPS if all(column in table.columns for column, _ in group)]
@@ -183,7 +186,7 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
         "<style>table.table1{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
         "table.table1 th,table.table1 td{border:1px solid #bbb;padding:3px 6px;text-align:right}"
         "table.table1 td.text{text-align:left}table.table1 tr.block td{background:#eee;font-weight:bold;"
-        "text-align:left}table.table1 tr.failed td{color:#a00}</style>"
+        "text-align:left}table.table1 tr.failed td{color:#a00}table.table1 .flag{color:#a00;font-weight:bold}</style>"
     )
     out = [style, '<table class="table1">']
     if caption:
@@ -217,6 +220,10 @@ def table1_html(table: pd.DataFrame, *, caption: str | None = None) -> str:
                     text += f" ± {_fmt(std, _HTML_DIGITS[column])}"
                 if best.loc[index, column]:
                     text = f"<b>{text}</b>"
+                if column in _FLAG_ABOVE and pd.notna(row[column]) and row[column] > _FLAG_ABOVE[column]:
+                    text = (
+                        f'<span class="flag" title="more than {_FLAG_ABOVE[column]:g} % of replies cut">{text} ⚠</span>'  # noqa: E501
+                    )
                 out.append(f"<td>{text}</td>")
             out.append("</tr>")
     out.append("</tbody></table>")

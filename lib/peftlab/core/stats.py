@@ -130,13 +130,9 @@ def aggregate_seeds(df: pd.DataFrame, group_cols: Sequence[str], value_cols: Seq
 
     grouped = df.groupby(group_cols, dropna=False, sort=True)
     stats = grouped[value_cols].agg(["mean", "std", "min", "max"])
-    result = pd.DataFrame(index=stats.index)
-    for c in value_cols:
-        result[c] = stats[(c, "mean")]
-        result[f"{c}_std"] = stats[(c, "std")]
-        result[f"{c}_min"] = stats[(c, "min")]
-        result[f"{c}_max"] = stats[(c, "max")]
-    result["n_seeds"] = grouped.size().astype(int)
+    suffixes = {"mean": "", "std": "_std", "min": "_min", "max": "_max"}
+    columns = {f"{c}{suffix}": stats[(c, stat)] for c in value_cols for stat, suffix in suffixes.items()}
+    result = pd.DataFrame({**columns, "n_seeds": grouped.size().astype(int)}, index=stats.index)
     return result.reset_index()
 
 

@@ -36,6 +36,7 @@ from peftlab.core.paths import resolve_path
 from peftlab.methods.registry import get_method
 from peftlab.models.loading import load_model
 from peftlab.run.generate import generate_batched, render_prompts, time_single
+from peftlab.run.loglik import multiple_choice_loglik
 from peftlab.run.memory import PhaseMemory
 from peftlab.run.records import failed_eval_record, failure, run_metadata
 from peftlab.run.train import is_out_of_memory
@@ -160,9 +161,43 @@ def time_passes(
     ]
 
 
+def _multiple_choice_items(model, tokenizer, task: str, rows: list[dict], batch_size: int) -> pd.DataFrame:
+    """The task's options scored as continuations of its plain prompt (no generation, no answer
+    format): per item each option's log-likelihood, the option chosen by the sum (lm-eval's acc)
+    and by the sum per character (acc_norm), and whether each is the gold."""
+    build = get_task(task).scoring.multiple_choice
+    contexts, options = zip(*(build(row) for row in rows))
+    results = multiple_choice_loglik(
+        model, tokenizer, list(contexts), [list(o) for o in options], batch_size=batch_size, desc=f"{task} (options)"
+    )
+    golds = [list(row["labels"]).index(str(row["answer"])) for row in rows]
+    letters = [[chr(ord("A") + i) for i in range(len(o))] for o in options]
+    return pd.DataFrame(
+        {
+            "ll_options": [r["loglik"] for r in results],
+            "ll_choice": [letter[r["choice"]] for letter, r in zip(letters, results)],
+            "ll_choice_norm": [letter[r["choice_norm"]] for letter, r in zip(letters, results)],
+            "ll_acc": [float(r["choice"] == g) for r, g in zip(results, golds)],
+            "ll_acc_norm": [float(r["choice_norm"] == g) for r, g in zip(results, golds)],
+        }
+    )
+
+
 def _gold_text(value):
     """A gold as the items file keeps it: a list of answers as a list, anything else as text."""
     return list(value) if isinstance(value, (list, tuple)) else str(value)
+
+
+# What an evaluation computes beyond its configuration: raised when a record gains measures (2: the
+# flexible reading, the format, log-likelihood choice, chance), so older records are evaluated anew.
+SCORING_VERSION = 2
+
+
+def eval_hash(config: Mapping, task: str, identity: Mapping) -> str:
+    """The identity of one evaluation: the keys that decide it, the task, the model and what is scored."""
+    model = identity.get("train_hash") or identity["base_model"]
+    keys = EVAL_IDENTITY_KEYS + ("task", "model", "scoring_version")
+    return config_hash({**config, "task": task, "model": model, "scoring_version": SCORING_VERSION}, keys)
 
 
 def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, dict]:
@@ -172,13 +207,7 @@ def run_evaluation(*, config: Mapping, run_dir: str | None = None) -> dict[str, 
     out_dir = Path(config["out_dir"])
     identity = model_identity(base_model=config["base_model"], run_dir=run_dir)
     tasks = config["eval_tasks"]
-    hashes = {
-        t: config_hash(
-            {**config, "task": t, "model": identity.get("train_hash") or identity["base_model"]},
-            EVAL_IDENTITY_KEYS + ("task", "model"),
-        )
-        for t in tasks
-    }
+    hashes = {t: eval_hash(config, t, identity) for t in tasks}
     records, todo = {}, []
     for task in tasks:
         done = reusable_record(out_dir / f"eval-{task}.json", hashes[task], config["force"], "evaluation")
@@ -312,6 +341,12 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     if passes:
         items.loc[subset, "latency_tokens"] = tokens
     items["cluster"] = [item_cluster(task, row) for row in rows]
+    items["chance"] = [get_task(task).scoring.chance(row) for row in rows]
+    loglik_s = None
+    if get_task(task).scoring.multiple_choice is not None and config["protocol"] == "corrected":
+        started = time.perf_counter()
+        items = pd.concat([items, _multiple_choice_items(model, tokenizer, task, rows, batch_size)], axis=1)
+        loglik_s = time.perf_counter() - started
     latency = _latency_summary(pass_seconds, tokens, config["max_new_tokens"])
 
     metrics = scoring.summarize(task, items)
@@ -338,7 +373,7 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
         },
         "memory": memory.result(),
         "memory_batched": memory_batched.result(),
-        "timings": {"load_s": load_s, "generate_s": batched_s},
+        "timings": {"load_s": load_s, "generate_s": batched_s, "loglik_s": loglik_s},
         "meta": run_metadata(info.device),
     }
     write_json(out_dir / f"eval-{task}.json", record)

@@ -1,7 +1,8 @@
 """Log-likelihood multiple choice, as lm-evaluation-harness scores `arc_easy` / `arc_challenge`.
 
 No generation and no answer format to parse: each option is scored as a continuation of a
-shared prompt, and the model "chooses" the option it finds most likely. This reproduces
+shared prompt, and the model "chooses" the option it finds most likely. A task supplies its
+prompt and options (`tasks.arc.multiple_choice`: lm-eval's "Question: ...\nAnswer:"). This reproduces
 lm-eval 0.4.x (`HFLM.loglikelihood` on a causal model plus `ConfigurableTask.process_results`
 for `output_type: multiple_choice`):
 
@@ -19,35 +20,10 @@ for `output_type: multiple_choice`):
 
 from __future__ import annotations
 
-import re
-
 import torch
 from tqdm.auto import tqdm
 
-# lm-eval's tasks/arc/arc_easy.yaml: doc_to_text "Question: {{question}}\nAnswer:", doc_to_choice
-# "{{choices.text}}", target_delimiter " " (the default), zero-shot, no description.
-ARC_LOGLIK_PROMPT = "Question: {question}\nAnswer:"
-ARC_TARGET_DELIMITER = " "
-
-
-def arc_options(row: dict) -> tuple[str, list[str]]:
-    """(question stem, option texts) of a project ARC row, whose question is the stem with
-    "A. text B. text ..." appended (`tasks.data.arc_hf` / `arc_reference`). A row with `stem`
-    and `options` is taken as it is."""
-    if "stem" in row and "options" in row:
-        return row["stem"], list(row["options"])
-    text, labels = row["question"], [str(label) for label in row["labels"]]
-    options: list[str] = []
-    end = len(text)
-    # From the last label back: a stem is long free text that may hold "A. " itself (initials,
-    # lists), while an option is short, so the last marker before the next one is the label.
-    for label in reversed(labels):
-        markers = list(re.finditer(rf"(?:^|\s){re.escape(label)}\.\s", text[:end]))
-        if not markers:
-            raise ValueError(f"ARC row {row.get('id')!r}: no option marker '{label}. ' in {text!r}")
-        options.insert(0, text[markers[-1].end() : end].strip())
-        end = markers[-1].start()
-    return text[:end].strip(), options
+ARC_TARGET_DELIMITER = " "  # lm-eval's target_delimiter: each option is scored as " " + its text
 
 
 def _tok_encode(tokenizer, text: str) -> list[int]:
@@ -83,6 +59,7 @@ def multiple_choice_loglik(
     *,
     batch_size: int = 16,
     progress: bool = True,
+    desc: str = "loglik",
     delimiter: str = ARC_TARGET_DELIMITER,
     softmax_dtype: torch.dtype | None = None,
 ) -> list[dict]:
@@ -108,7 +85,7 @@ def multiple_choice_loglik(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(requests), disable=not progress, desc="loglik") as bar:
+        with torch.inference_mode(), tqdm(total=len(requests), disable=not progress, desc=desc) as bar:
             for start in range(0, len(requests), batch_size):
                 batch = requests[start : start + batch_size]
                 # The last token is only a target; the window keeps the end (lm-eval truncates from the left).

@@ -20,10 +20,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from peftlab.config import EVAL_IDENTITY_KEYS
 from peftlab.core.files import write_json
-from peftlab.core.hashing import config_hash
-from peftlab.run.evaluate import model_identity
+from peftlab.run.evaluate import eval_hash, model_identity
 from peftlab.run.records import failed_eval_record, git_state, package_versions, train_record_start
 from peftlab.study.plan import job_train_hash
 
@@ -145,10 +143,7 @@ def record_slurm_failures(plan, *, logdir: str | Path = ".snakemake/slurm_logs",
             identity = model_identity(
                 base_model=config["base_model"], run_dir=str(plan.out / "runs" / model) if trained else None
             )
-            chash = config_hash(
-                {**config, "task": task, "model": identity.get("train_hash") or identity["base_model"]},
-                EVAL_IDENTITY_KEYS + ("task", "model"),
-            )
+            chash = eval_hash(config, task, identity)
             record = failed_eval_record(
                 config, task=task, identity=identity, config_hash=chash, error=error, meta=_meta()
             )

@@ -17,7 +17,7 @@ import pandas as pd
 from peftlab.core.stats import macro_f1
 from peftlab.tasks.base import DataSpec, Measure, Presentation, Prompting, Scoring, Task
 from peftlab.tasks.boxed import extract_boxed, unwrap_text
-from peftlab.tasks.common import class_codes, maybe_round, mean, percent
+from peftlab.tasks.common import class_codes, maybe_round, mean, percent, skill_columns, skill_figures, skill_measures
 from peftlab.tasks.data import bad_field, text_field
 from peftlab.tasks.registry import register
 
@@ -156,6 +156,70 @@ def parse_arc(reply: str) -> tuple[object, bool]:
     return value, value is not None
 
 
+# The flexible reading: a reply that opens with an option ("A. the sun", "(B)", "C)") or states
+# one ("The correct answer is D"), whether or not it wrote a box. Capital letters only: "A student..."
+# opens with the article, not an option, so a letter must be followed by ".", ")" or ":" or stand alone.
+_LEADING_OPTION_RE = re.compile(r"^\s*(?:\(([A-E1-5])\)|([A-E1-5])(?:[.):]|\s*$))", flags=re.MULTILINE)
+_STATED_OPTION_RE = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is|would be|:)\s*:?\s*(?:option\s+)?\(?([A-E1-5])(?![A-Za-z0-9])",
+    flags=re.IGNORECASE,
+)
+
+
+def flexible_letter(reply: str) -> str | None:
+    """The option a reader would take from the reply: the box's, else a leading option, else the
+    first "answer is X"."""
+    value, ok = parse_arc(reply)
+    if ok:
+        return value
+    first_line = next((line for line in reply.splitlines() if line.strip()), "")
+    m = _LEADING_OPTION_RE.match(first_line) or _STATED_OPTION_RE.search(reply)
+    if m is None:
+        return None
+    letter = next(g for g in m.groups() if g).upper()
+    return _DIGIT_TO_LETTER.get(letter, letter)
+
+
+def flexible_arc(reply: str, gold) -> tuple[str, float]:
+    letter = flexible_letter(reply)
+    return letter or "", float(letter == gold_letter(gold))
+
+
+# --- log-likelihood multiple choice (lm-evaluation-harness's arc_easy / arc_challenge) ------------
+
+# lm-eval's tasks/arc: doc_to_text "Question: {{question}}\nAnswer:", doc_to_choice the option texts,
+# each scored as the continuation " " + text; zero-shot, no chat template, no system prompt.
+LOGLIK_PROMPT = "Question: {question}\nAnswer:"
+
+
+def arc_options(row: dict) -> tuple[str, list[str]]:
+    """(question stem, option texts) of a row, whose question is the stem with "A. text B. text ..."
+    appended (`arc_hf` / `arc_reference`). A row with `stem` and `options` is taken as it is."""
+    if "stem" in row and "options" in row:
+        return row["stem"], list(row["options"])
+    text, labels = row["question"], [str(label) for label in row["labels"]]
+    options: list[str] = []
+    end = len(text)
+    # From the last label back: a stem is long free text that may hold "A. " itself (initials,
+    # lists), while an option is short, so the last marker before the next one is the label.
+    for label in reversed(labels):
+        markers = list(re.finditer(rf"(?:^|\s){re.escape(label)}\.\s", text[:end]))
+        if not markers:
+            raise ValueError(f"ARC row {row.get('id')!r}: no option marker '{label}. ' in {text!r}")
+        options.insert(0, text[markers[-1].end() : end].strip())
+        end = markers[-1].start()
+    return text[:end].strip(), options
+
+
+def multiple_choice(row: dict) -> tuple[str, list[str]]:
+    stem, options = arc_options(row)
+    return LOGLIK_PROMPT.format(question=stem), options
+
+
+def chance(row: dict) -> float:
+    return 1.0 / len(row["labels"])
+
+
 def score_arc(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
     letter = gold_letter(gold)
     ref_pred = ref_normalize_arc_option(ref_boxed)
@@ -249,9 +313,14 @@ register(
                     {"corrected": percent("score"), "reference": percent("ref_score")},
                     words="accuracy points",
                     short="accuracy %",
+                    chance="chance",
                 ),
+                *skill_measures("arc", "ARC", loglik=True),
             ),
-            efficacy_measures=("arc_macro_f1", "arc_accuracy"),
+            efficacy_measures=("arc_loglik_acc_norm", "arc_flex_accuracy", "arc_macro_f1", "arc_accuracy"),
+            flexible=flexible_arc,
+            multiple_choice=multiple_choice,
+            chance=chance,
         ),
         data=DataSpec(
             reference_file="ai2_arc",
@@ -265,6 +334,9 @@ register(
             efficacy_header=("F1 ↑", 4),
             higher_is_better=True,
             efficacy_label="ARC macro-F1 ↑",
+            table1_extra=skill_columns("arc", loglik=True),
+            table1_figures=skill_figures("arc", loglik=True),
+            record_figures=tuple(c.name for c in skill_columns("arc", loglik=True)),
         ),
     )
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from peftlab.tasks import arc
 from peftlab.tasks.base import DataSpec, Measure, Presentation, Prompting, Scoring, Task
-from peftlab.tasks.common import percent
+from peftlab.tasks.common import percent, skill_columns, skill_figures, skill_measures
 from peftlab.tasks.registry import register
 
 register(
@@ -55,9 +55,19 @@ register(
                     {"corrected": percent("score"), "reference": percent("ref_score")},
                     words="accuracy points",
                     short="accuracy %",
+                    chance="chance",
                 ),
+                *skill_measures("arc_easy", "ARC-Easy", loglik=True),
             ),
-            efficacy_measures=("arc_easy_macro_f1", "arc_easy_accuracy"),
+            efficacy_measures=(
+                "arc_easy_loglik_acc_norm",
+                "arc_easy_flex_accuracy",
+                "arc_easy_macro_f1",
+                "arc_easy_accuracy",
+            ),
+            flexible=arc.flexible_arc,
+            multiple_choice=arc.multiple_choice,
+            chance=arc.chance,
         ),
         data=DataSpec(
             hf_files={"train": ("arc_easy_train.jsonl",), "test": ("arc_easy_validation.jsonl",)},
@@ -70,6 +80,9 @@ register(
             efficacy_header=("F1 ↑", 4),
             higher_is_better=True,
             efficacy_label="ARC-Easy macro-F1 ↑",
+            table1_extra=skill_columns("arc_easy", loglik=True),
+            table1_figures=skill_figures("arc_easy", loglik=True),
+            record_figures=tuple(c.name for c in skill_columns("arc_easy", loglik=True)),
         ),
     )
 )

@@ -32,6 +32,8 @@ class Measure:
     class_labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # per scoring
     classes: Callable | None = None
     recompute: Callable | None = None  # items -> the column, for items files written before it existed
+    chance: str | None = None  # items column: the per-item score of a blind guess (0..1); None: the floor, 0
+    role: str = "efficacy"  # efficacy (what the model knows) | format (whether it answered as asked) | cost
     words: str = ""  # the unit of a difference in prose ("F1 points")
     short: str = ""  # the measure in a table cell ("F1 %")
 
@@ -48,6 +50,7 @@ class Column:
     best_is_max: bool | None = None
     out_of: str | None = None
     shown: bool = True
+    flag_above: float | None = None  # a value above it is flagged in the table (a share of replies cut at the cap)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ class Scoring:
     efficacy_measures: tuple[str, ...]  # those that measure efficacy, most preferred first
     summary_columns: tuple[str, ...] = ()  # item columns `summarize` needs
     cluster: Callable[[dict], str] = lambda row: str(row["id"])  # items that share a cluster are not independent
+    # The answer where a reader would find it, whatever the format: (reply, gold) -> (reading, score 0..1).
+    flexible: Callable[[str, Any], tuple[str, float]] | None = None
+    # Multiple choice without generation: row -> (context, option texts), each option scored as a continuation.
+    multiple_choice: Callable[[dict], tuple[str, list[str]]] | None = None
+    chance: Callable[[dict], float] = lambda row: 0.0  # row -> a blind guess's expected score (1/options)
 
 
 @dataclass(frozen=True)

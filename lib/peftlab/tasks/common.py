@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from peftlab.tasks.base import Column, Measure
+
+CUT_FLAG = 10.0  # % of replies at max_new_tokens above which a model x task is flagged as cut
 
 
 def as_text(reply: Any) -> str:
@@ -41,3 +45,97 @@ def number(value) -> float:
         return float(value) if value is not None and not isinstance(value, bool) else float("nan")
     except (TypeError, ValueError):
         return float("nan")
+
+
+# --- the measures of skill and of format every generative task has --------------------------------
+
+
+def skill_measures(prefix: str, label: str, *, loglik: bool = False, flexible: str = "accuracy") -> tuple:
+    """A task's format-free measures (log-likelihood choice, the flexible reading) and its format
+    measure (the share of replies in the protocol's answer format, a measure of its own)."""
+    chance = "chance" if loglik else None
+    measures = []
+    if loglik:
+        measures += [
+            Measure(
+                f"{prefix}_loglik_acc_norm",
+                f"{label} log-likelihood accuracy (per character, acc_norm)",
+                "%",
+                {"corrected": ("ll_acc_norm", 100.0)},
+                words="accuracy points",
+                short="acc_norm %",
+                chance=chance,
+            ),
+            Measure(
+                f"{prefix}_loglik_acc",
+                f"{label} log-likelihood accuracy (acc)",
+                "%",
+                {"corrected": ("ll_acc", 100.0)},
+                words="accuracy points",
+                short="acc %",
+                chance=chance,
+            ),
+        ]
+    measures += [
+        Measure(
+            f"{prefix}_flex_{flexible.lower()}",
+            f"{label} {flexible}, flexible reading",
+            "%",
+            {"corrected": ("flex_score", 100.0)},
+            words=f"{flexible} points",
+            short=f"flexible {flexible} %",
+            chance=chance,
+        ),
+        Measure(
+            f"{prefix}_format",
+            f"{label} replies in the answer format",
+            "%",
+            {"corrected": ("format_ok", 100.0), "reference": ("format_ok", 100.0)},
+            words="format points",
+            short="in format %",
+            role="format",
+        ),
+    ]
+    return tuple(measures)
+
+
+def skill_columns(prefix: str, *, loglik: bool = False) -> tuple[Column, ...]:
+    columns = []
+    if loglik:
+        columns += [
+            Column(f"{prefix}_ll_acc", "LL acc % ↑", 1, best_is_max=True),
+            Column(f"{prefix}_ll_acc_norm", "LL acc_norm % ↑", 1, best_is_max=True),
+        ]
+    return (
+        *columns,
+        Column(f"{prefix}_flex", "Flexible % ↑", 1, best_is_max=True),
+        Column(f"{prefix}_format", "In format %", 1),
+        Column(f"{prefix}_cut", "Cut %", 1, flag_above=CUT_FLAG),
+    )
+
+
+def skill_figures(prefix: str, *, loglik: bool = False) -> Callable[[dict, str], dict]:
+    """(record, scoring) -> the record's figures for `skill_columns` (percent; NaN where it has none:
+    imported records, items scored before these measures existed, the reference scoring's
+    format-free measures)."""
+
+    def figures(record: dict, scoring_name: str) -> dict:
+        metrics = record.get("metrics") or {}
+        corrected = metrics.get("corrected") or {}
+        nan = float("nan")
+        own = scoring_name == "corrected"
+        out = {
+            f"{prefix}_flex": 100 * number(corrected.get("flexible")) if own else nan,
+            f"{prefix}_cut": 100 * number(corrected.get("cut_rate")),
+            f"{prefix}_format": (
+                100 * number(corrected.get("format_rate"))
+                if own
+                else number((metrics.get("reference") or {}).get("format_success_rate"))
+            ),
+        }
+        if loglik:
+            out[f"{prefix}_ll_acc"] = 100 * number(corrected.get("loglik_acc")) if own else nan
+            out[f"{prefix}_ll_acc_norm"] = 100 * number(corrected.get("loglik_acc_norm")) if own else nan
+        return out
+
+    return figures

@@ -19,7 +19,16 @@ import pandas as pd
 
 from peftlab.tasks.base import Column, DataSpec, Measure, Presentation, Prompting, Scoring, Task
 from peftlab.tasks.boxed import extract_boxed, unwrap_text
-from peftlab.tasks.common import as_text, maybe_round, mean, number, percent
+from peftlab.tasks.common import (
+    as_text,
+    maybe_round,
+    mean,
+    number,
+    percent,
+    skill_columns,
+    skill_figures,
+    skill_measures,
+)
 from peftlab.tasks.data import bad_field, text_field
 from peftlab.tasks.registry import register
 
@@ -292,6 +301,57 @@ def parse_openmath(reply: str) -> tuple[object, bool]:
     return value, value is not None
 
 
+# lm-evaluation-harness's "flexible-extract" (gsm8k): the last match of this pattern in the reply.
+_FLEX_NUMBER_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+
+
+def flexible_number(reply: str) -> float | None:
+    """The box's number, else the last number in the reply (lm-eval's flexible-extract; "$1,200."
+    reads 1200)."""
+    value, ok = parse_openmath(reply)
+    if ok:
+        return value
+    for match in reversed(_FLEX_NUMBER_RE.findall(reply)):
+        text = (match[0] or match[1]).replace("$", "").replace(",", "").rstrip(".")
+        try:
+            found = float(text)
+        except ValueError:
+            continue
+        if math.isfinite(found):
+            return found
+    return None
+
+
+def flexible_openmath(reply: str, gold) -> tuple[str, float]:
+    """Right when the flexible number equals the gold (the exact-match tolerance) or math-verify
+    judges the reply's answer equivalent to it."""
+    value = flexible_number(reply)
+    try:
+        target = gold_number(gold)
+    except ValueError:
+        target = None
+    right = value is not None and target is not None and abs(value - target) <= OPENMATH_REL_TOL * max(1.0, abs(target))
+    return ("" if value is None else repr(value)), float(right or _reply_equivalent(reply, gold))
+
+
+def _reply_equivalent(reply: str, gold: Any) -> bool:
+    """math-verify reading the reply as it is (its own extraction: the last LaTeX or plain answer)."""
+    gold_text = _gold_latex(gold)
+    if not reply.strip() or not gold_text:
+        return False
+    try:
+        from math_verify import parse, verify
+
+        timeout = _math_verify_timeout()
+        parsed_gold = _math_verify_parse(gold_text, timeout)
+        parsed_reply = parse(reply, parsing_timeout=timeout)
+        return bool(parsed_gold and parsed_reply and verify(parsed_gold, parsed_reply, timeout_seconds=timeout))
+    except ImportError:
+        raise
+    except Exception:  # math-verify's TimeoutError, sympy errors, recursion limits, ...
+        return False
+
+
 def score_openmath(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
     ref_pred = (ref_boxed or "").strip()
     boxed = extract_boxed(reply)
@@ -344,8 +404,12 @@ def format_number(value) -> str:
 
 
 def openmath_figures(record: dict, scoring_name: str) -> dict:
-    """Parse count beside AbsDiff (which averages parsed replies only), and the accuracies over
-    every item (percent)."""
+    """Parse count beside AbsDiff (which averages parsed replies only), the accuracies over
+    every item (percent), and the flexible, format and cut figures."""
+    return {**_count_figures(record, scoring_name), **skill_figures("openmath")(record, scoring_name)}
+
+
+def _count_figures(record: dict, scoring_name: str) -> dict:
     metrics = record.get("metrics") or {}
     n = float(record.get("n_items") or "nan")
     if scoring_name == "reference":
@@ -411,8 +475,10 @@ register(
                     words="equivalence points",
                     short="equivalence %",
                 ),
+                *skill_measures("openmath", "OpenMath"),
             ),
-            efficacy_measures=("openmath_accuracy",),
+            efficacy_measures=("openmath_flex_accuracy", "openmath_accuracy"),
+            flexible=flexible_openmath,
         ),
         data=DataSpec(
             reference_file="OpenMathInstruct-2",
@@ -433,6 +499,7 @@ register(
                 Column("openmath_n", "Items", 0, shown=False),
                 Column("openmath_accuracy", "Acc. % ↑", 1, best_is_max=True),
                 Column("openmath_math_verify", "Equiv. % ↑", 1, best_is_max=True),
+                *skill_columns("openmath"),
             ),
             table1_figures=openmath_figures,
             record_figures=(
@@ -441,6 +508,7 @@ register(
                 "openmath_accuracy",
                 "openmath_math_verify",
                 "math_verify_agreement",
+                *(c.name for c in skill_columns("openmath")),
             ),
         ),
         reference_training_task=True,

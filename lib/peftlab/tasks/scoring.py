@@ -123,11 +123,17 @@ def score_items(task: str, replies: Sequence[str], golds: Sequence[Any]) -> pd.D
     for raw_reply, gold in zip(replies, golds):
         reply = as_text(raw_reply)
         value, ok = spec.parse(reply)
-        rows.append(spec.score_item(reply, reference_extract_boxed(reply), value, ok, gold))
+        row = spec.score_item(reply, reference_extract_boxed(reply), value, ok, gold)
+        # Format is a measure of its own: the reply gave its answer as the protocol asks.
+        row["format_ok"] = ok
+        if spec.flexible is not None:
+            row["flex_parsed"], row["flex_score"] = spec.flexible(reply, gold)
+        rows.append(row)
     extra = dict(spec.item_columns)
-    columns = ["parsed", "parsed_ok", "score", *extra, "ref_parsed", "ref_score"]
+    flexible = {"flex_parsed": "object", "flex_score": "float"} if spec.flexible is not None else {}
+    columns = ["parsed", "parsed_ok", "score", *extra, "format_ok", *flexible, "ref_parsed", "ref_score"]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"parsed_ok": bool, "score": float, "ref_score": float, **extra})
+    return frame.astype({"parsed_ok": bool, "score": float, "ref_score": float, "format_ok": bool, **extra, **flexible})
 
 
 def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True) -> dict:
@@ -152,6 +158,11 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
     * ``squad_v2``: ``em``, ``f1``, ``has_ans_em``, ``has_ans_f1``, ``no_ans_em`` (= no-answer
       accuracy), ``n_has_ans``, ``n_no_ans``, ``parse_rate``, ``n``.
 
+    Every task's corrected entry also has, from the columns the items have: ``flexible`` (the
+    flexible reading's mean score), ``loglik_acc`` and ``loglik_acc_norm`` (log-likelihood
+    multiple choice), ``format_rate`` (replies in the answer format), ``cut_rate`` (replies that
+    reached ``max_new_tokens``) and ``chance`` (a blind guess's expected score).
+
     ``reference``: ``reference_metrics(task, items.reply, items.gold)`` (study keys and units).
     ``headline``: ``{"name", "value", "higher_is_better"}`` from the corrected entry (the
     task's registry entry names it: arc ``macro_f1``, openmath ``mean_abs_diff`` (lower is
@@ -166,7 +177,7 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
             "use score_items' frame plus the columns 'reply' and 'gold'"
         )
     parsed_ok = [bool(x) for x in items["parsed_ok"]]
-    common = {"parse_rate": mean([float(x) for x in parsed_ok]), "n": len(items)}
+    common = {"parse_rate": mean([float(x) for x in parsed_ok]), "n": len(items), **_skill_and_format(items)}
     corrected = {**spec.summarize(items, [float(x) for x in items["score"]], parsed_ok), **common}
     reference = reference_metrics(task, list(items["reply"]), list(items["gold"]), rounded=rounded_reference)
     name, higher = spec.headline
@@ -175,3 +186,26 @@ def summarize(task: str, items: pd.DataFrame, *, rounded_reference: bool = True)
         "reference": reference,
         "headline": {"name": name, "value": corrected[name], "higher_is_better": higher},
     }
+
+
+# Item column -> summary key: the measures of skill without a format (flexible reading, log-likelihood
+# choice), the format measure, the share of replies cut at max_new_tokens, and chance.
+_SHARES = {
+    "flex_score": "flexible",
+    "ll_acc": "loglik_acc",
+    "ll_acc_norm": "loglik_acc_norm",
+    "format_ok": "format_rate",
+    "hit_max_new_tokens": "cut_rate",
+    "chance": "chance",
+}
+
+
+def _skill_and_format(items: pd.DataFrame) -> dict:
+    """The mean of each of `_SHARES`' columns the items have (items scored before a column existed
+    lack it; `format_ok` is then the corrected parse)."""
+    out = {}
+    for column, key in _SHARES.items():
+        values = items[column] if column in items.columns else (items["parsed_ok"] if column == "format_ok" else None)
+        if values is not None and values.notna().any():
+            out[key] = mean([float(v) for v in values.dropna()])
+    return out

@@ -19,7 +19,7 @@ import pandas as pd
 
 from peftlab.tasks.base import DataSpec, Measure, Presentation, Prompting, Scoring, Task
 from peftlab.tasks.boxed import extract_boxed, unwrap_text
-from peftlab.tasks.common import maybe_round, mean, percent
+from peftlab.tasks.common import maybe_round, mean, percent, skill_columns, skill_figures, skill_measures
 from peftlab.tasks.data import bad_field, text_field
 from peftlab.tasks.registry import register
 
@@ -284,6 +284,21 @@ def squad_prediction(reply: str) -> tuple[str, bool]:
     return ("" if is_no_answer(text) else text), boxed
 
 
+def flexible_squad(reply: str, gold) -> tuple[str, float]:
+    """The box's text, else the reply's first line (an abstention reads as no answer), scored with
+    the official F1 against every gold answer."""
+    text = reply.strip()
+    boxed = extract_boxed(reply)
+    if boxed is None:
+        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    else:
+        text = boxed
+    text = unwrap_text(text).strip()
+    prediction = "" if is_no_answer(text) else text
+    answers, _ = _squad_golds(gold)
+    return prediction, max(compute_f1(a, prediction) for a in answers)
+
+
 def score_squad(reply: str, ref_boxed: str | None, value, ok: bool, gold) -> dict:
     answers, has_answer = _squad_golds(gold)
     ref_pred = (ref_boxed or "").strip()
@@ -367,8 +382,10 @@ register(
                     words="EM points",
                     short="EM %",
                 ),
+                *skill_measures("squad", "SQuAD v2", flexible="F1"),
             ),
-            efficacy_measures=("squad_f1", "squad_em"),
+            efficacy_measures=("squad_flex_f1", "squad_f1", "squad_em"),
+            flexible=flexible_squad,
             cluster=lambda row: passage_cluster(row["context"]),
         ),
         data=DataSpec(
@@ -383,6 +400,9 @@ register(
             efficacy_header=("F1 ↑", 2),
             higher_is_better=True,
             efficacy_label="SQuAD v2 F1 (%) ↑",
+            table1_extra=skill_columns("squad"),
+            table1_figures=skill_figures("squad"),
+            record_figures=tuple(c.name for c in skill_columns("squad")),
         ),
         reference_training_task=True,
     )
