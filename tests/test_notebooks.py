@@ -13,10 +13,13 @@ import pytest
 from peftlab.config import (
     EVAL_IDENTITY_KEYS,
     EVAL_NOTEBOOK_KEYS,
+    EVAL_ONLY_KEYS,
     SCHEMA,
+    TEST_HOOKS,
     TRAIN_NOTEBOOK_KEYS,
     load_defaults,
     notebook_parameters,
+    notebook_parameters_cell,
 )
 from peftlab.core.errors import ConfigError
 from peftlab.core.paths import repo_root
@@ -69,10 +72,37 @@ NOT_DEFAULTS = dict(
 )
 
 
-def test_train_notebook_parameters_are_the_defaults_file():
+def test_train_notebook_parameters_are_the_training_keys_of_the_defaults_file():
     params = pm.inspect_notebook(str(NOTEBOOKS / "train.ipynb"))
-    assert set(params) == set(load_defaults()) == set(TRAIN_NOTEBOOK_KEYS)
+    assert set(params) == set(TRAIN_NOTEBOOK_KEYS) == set(load_defaults()) - set(EVAL_ONLY_KEYS) - set(TEST_HOOKS)
     assert not [key for key in params if key.startswith("lr_")]  # learning_rate: null is the method's default
+    assert not set(params) & (set(EVAL_ONLY_KEYS) | set(TEST_HOOKS))
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate"])
+def test_parameters_cells_mirror_the_defaults_file_section_by_section(name):
+    """Each parameters cell is params/defaults.yaml's sections, keys and comments for its keys
+    (scripts/notebook-parameters.py rewrites the cells after a change there)."""
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    assert cell.source == notebook_parameters_cell(name).rstrip("\n")
+    defaults = (repo_root() / "params" / "defaults.yaml").read_text().splitlines()
+    lines = cell.source.splitlines()
+    for above, line in zip(lines, lines[1:]):
+        if line.startswith("# ---") and "the model evaluated" not in line:
+            assert line in defaults  # the defaults file's own section headers
+        elif not line.startswith("#") and " = " in line and line.split(" = ")[0] != "run_dir":
+            key = line.split(" = ")[0]
+            (entry,) = [d for d in defaults if d.startswith(f"{key}:")]
+            assert above == "# " + entry.split(" #", 1)[1].strip()  # its comment, word for word, above it
+
+
+def test_a_test_hook_passes_through_papermill_without_a_parameters_cell_line():
+    values = {key: load_defaults()[key] for key in TRAIN_NOTEBOOK_KEYS}
+    assert notebook_parameters(values | {"fault": "nan_loss@1"}, TRAIN_NOTEBOOK_KEYS)["fault"] == "nan_loss@1"
+    assert "fault" not in notebook_parameters(values, TRAIN_NOTEBOOK_KEYS)
+    with pytest.raises(ConfigError, match=r"does not use the run key\(s\) n_eval"):
+        notebook_parameters(values | {"n_eval": 3}, TRAIN_NOTEBOOK_KEYS)
 
 
 def test_evaluate_notebook_parameters_are_the_evaluation_keys_and_run_dir():

@@ -8,11 +8,14 @@ model or data is touched. Errors name the key, the bad value and what is allowed
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from peftlab.core.errors import ConfigError
 from peftlab.core.hashing import config_hash
@@ -282,25 +285,73 @@ def train_hash(config: Mapping[str, Any]) -> str:
 
 
 # --- the notebooks' parameters ------------------------------------------------------------
-# notebooks/train.ipynb's parameters cell sets every run key; notebooks/evaluate.ipynb's only the
-# keys an evaluation reads (evaluate.run_evaluation), besides run_dir, the model it evaluates.
-TRAIN_NOTEBOOK_KEYS = tuple(SCHEMA)
+# notebooks/train.ipynb's parameters cell sets the keys a training run reads; notebooks/evaluate.ipynb's
+# the keys an evaluation reads (evaluate.run_evaluation), besides run_dir, the model it evaluates.
+# Each cell is params/defaults.yaml's sections and comments for its keys (`parameters_cell`).
+EVAL_ONLY_KEYS = ("eval_tasks", "n_eval", "max_new_tokens", "eval_batch_size", "n_latency", "latency_repeats")
+# Set by tests and study files to inject a failure; papermill may pass it, no parameters cell shows it.
+TEST_HOOKS = ("fault",)
+TRAIN_NOTEBOOK_KEYS = tuple(key for key in SCHEMA if key not in EVAL_ONLY_KEYS + TEST_HOOKS)
 EVAL_NOTEBOOK_KEYS = (
     "base_model",
     "dtype",
     "device",
     "protocol",
     "data_source",
-    "eval_tasks",
-    "n_eval",
-    "max_new_tokens",
-    "eval_batch_size",
-    "n_latency",
-    "latency_repeats",
+    *EVAL_ONLY_KEYS,
     "out_dir",
     "force",
-    "fault",
 )
+NOTEBOOK_KEYS = {"train": TRAIN_NOTEBOOK_KEYS, "evaluate": EVAL_NOTEBOOK_KEYS}
+# What each notebook's parameters cell says besides the defaults: its own run folder (the training
+# notebook's default run, which the evaluation notebook evaluates by default) and evaluate's run_dir.
+NOTEBOOK_RUN = "outputs/adhoc/openmath-lora-r16-s0"
+PARAMETERS_HEADER = (
+    "# Parameters: `papermill -p <key> <value>` sets any of them (params/defaults.yaml, section by section)\n"
+)
+RUN_DIR_LINE = (
+    "# the run whose merged model is evaluated (train.ipynb's default out_dir); '' evaluates the untuned base_model\n"
+    f'run_dir = "{NOTEBOOK_RUN}"\n'
+)
+
+
+def notebook_parameters_cell(notebook: str) -> str:
+    """The whole parameters cell of notebooks/<notebook>.ipynb (train or evaluate)."""
+    cell = PARAMETERS_HEADER + "\n" + parameters_cell(NOTEBOOK_KEYS[notebook], {"out_dir": NOTEBOOK_RUN})
+    section = "# --- the model evaluated ".ljust(88, "-")
+    return cell + (f"\n{section}\n{RUN_DIR_LINE}" if notebook == "evaluate" else "")
+
+
+def _python_literal(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_python_literal(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def parameters_cell(keys: tuple[str, ...], values: Mapping[str, Any] | None = None) -> str:
+    """A notebook's parameters cell for `keys`: params/defaults.yaml's section headers and comments,
+    each key as a Python assignment of its default (or of `values`' value)."""
+    lines, section, written = [], None, set()
+    for line in (params_dir() / "defaults.yaml").read_text().splitlines():
+        if line.startswith("# ---"):
+            section = line
+            continue
+        key = line.split(":", 1)[0]
+        if key not in keys or line.startswith(("#", " ")):
+            continue
+        if section is not None:
+            lines += ["", section] if lines else [section]
+            section = None
+        value = (values or {}).get(key, yaml.safe_load(line.split(":", 1)[1].split(" #", 1)[0]))
+        comment = line.split(" #", 1)[1].strip() if " #" in line else ""
+        # The comment above its key: papermill reads a line with a second "=" as no parameter.
+        lines += [f"# {comment}"] if comment else []
+        lines.append(f"{key} = {_python_literal(value)}")
+        written.add(key)
+    missing = [key for key in keys if key not in written]
+    if missing:
+        raise ConfigError(f"params/defaults.yaml has no line for {', '.join(missing)}")
+    return "\n".join(lines) + "\n"
 
 
 def notebook_parameters(namespace: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -313,9 +364,10 @@ def notebook_parameters(namespace: Mapping[str, Any], keys: tuple[str, ...]) -> 
         raise ConfigError(
             f"the notebook's parameters cell does not set {', '.join(missing)}; its parameters are {', '.join(keys)}"
         )
-    unused = [key for key in SCHEMA if key in namespace and key not in keys]
+    unused = [key for key in SCHEMA if key in namespace and key not in keys and key not in TEST_HOOKS]
     if unused:
         raise ConfigError(
             f"this notebook does not use the run key(s) {', '.join(unused)}; its parameters are {', '.join(keys)}"
         )
-    return {key: namespace[key] for key in keys}
+    hooks = {key: namespace[key] for key in TEST_HOOKS if key in namespace}  # passed by papermill only
+    return {key: namespace[key] for key in keys} | hooks

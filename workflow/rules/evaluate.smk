@@ -9,14 +9,8 @@ def _run_dir(wc):
     return "''" if is_base_run(wc.model) else f"{OUT}/runs/{wc.model}"
 
 
-# evaluate.ipynb's parameters are the evaluation keys (peftlab.config.EVAL_NOTEBOOK_KEYS): a job's
-# training keys, which `peftlab.study.plan params` writes too, are kept out of its parameters file
-# (the notebook refuses a run key it does not use).
-EVAL_KEYS_ONLY = (
-    f'{PY} -c "import sys, yaml; from peftlab.config import EVAL_NOTEBOOK_KEYS; '
-    'job = yaml.safe_load(sys.stdin); '
-    'yaml.safe_dump({key: job[key] for key in EVAL_NOTEBOOK_KEYS}, sys.stdout, sort_keys=False)"'
-)
+# Each notebook gets its own keys only (`peftlab.study params --notebook`): the notebook refuses a
+# run key it does not use.
 
 
 # One job per (model, task), as a cluster runs them side by side; `--config eval_jobs=per_model`
@@ -45,7 +39,7 @@ if EVAL_JOBS == "per_model":
             accelerator=1,
         shell:
             "mkdir -p {params.folder} && "
-            "{PY} -m peftlab.study params {STUDY} {wildcards.model} | {EVAL_KEYS_ONLY} > {params.folder}/params-eval.yaml && "
+            "{PY} -m peftlab.study params {STUDY} {wildcards.model} --notebook evaluate > {params.folder}/params-eval.yaml && "
             "( TQDM_MININTERVAL=5 {PY} -m peftlab.study.slots {SLOT_ARGS} --cores {params.cores} -- "
             "{PY} -m peftlab.study.run_notebook --log-output notebooks/evaluate.ipynb {params.folder}/evaluate.ipynb "
             "-f {params.folder}/params-eval.yaml -p run_dir {params.run_dir} "
@@ -71,7 +65,7 @@ else:
             accelerator=1,
         shell:
             "mkdir -p {params.folder} && "
-            "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} | {EVAL_KEYS_ONLY} "
+            "{PY} -m peftlab.study params {STUDY} {wildcards.model} --task {wildcards.task} --notebook evaluate "
             "> {params.folder}/params-eval-{wildcards.task}.yaml && "
             "( TQDM_MININTERVAL=5 {PY} -m peftlab.study.slots {SLOT_ARGS} --cores {params.cores} -- "
             "{PY} -m peftlab.study.run_notebook --log-output notebooks/evaluate.ipynb {params.folder}/evaluate-{wildcards.task}.ipynb "

@@ -19,7 +19,7 @@ rule train:
         run=TRAIN_RUN_WILDCARD,  # an untuned base model has no training run
     shell:
         "mkdir -p {params.folder} && "
-        "{PY} -m peftlab.study params {STUDY} {wildcards.run} > {params.folder}/params-train.yaml && "
+        "{PY} -m peftlab.study params {STUDY} {wildcards.run} --notebook train > {params.folder}/params-train.yaml && "
         "( TQDM_MININTERVAL=5 {PY} -m peftlab.study.slots {SLOT_ARGS} --cores {params.cores} -- "
         "{PY} -m peftlab.study.run_notebook --log-output notebooks/train.ipynb {params.folder}/train.ipynb -f {params.folder}/params-train.yaml "
         "--cwd notebooks > {log} 2>&1 "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from peftlab.config import METHODS, PROTOCOLS, TASKS, resolve_config, validate
+from peftlab.config import METHODS, NOTEBOOK_KEYS, PROTOCOLS, TASKS, TEST_HOOKS, resolve_config, validate
 from peftlab.config import train_hash as run_identity_hash
 from peftlab.core.errors import ConfigError, PeftlabError
 from peftlab.core.files import ResultError, read_record
@@ -200,14 +200,18 @@ def check_plan(plan: Plan) -> None:
                 raise ConfigError(f"study {plan.study!r} job {job.name}: {exc}") from None
 
 
-def job_params(plan: Plan, name: str, task: str | None = None) -> dict:
-    """The flat parameters papermill passes to a notebook for one job."""
+def job_params(plan: Plan, name: str, task: str | None = None, notebook: str | None = None) -> dict:
+    """The flat parameters papermill passes to a notebook for one job: that notebook's keys (every
+    run key without `notebook`), and a test hook only where the study sets one."""
     if name not in plan.models:
         raise ConfigError(f"study {plan.study!r} has no job {name!r}; jobs: {', '.join(plan.models)}")
     params = dict(plan.models[name].config)
     if task is not None:
         params["eval_tasks"] = [task]
-    return params
+    if notebook is None:
+        return params
+    hooks = {key: params[key] for key in TEST_HOOKS if params.get(key) is not None}
+    return {key: params[key] for key in NOTEBOOK_KEYS[notebook]} | hooks
 
 
 def job_train_hash(plan: Plan, name: str) -> str:
@@ -316,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study")
     p.add_argument("job")
     p.add_argument("--task")
+    p.add_argument("--notebook", choices=tuple(NOTEBOOK_KEYS), help="only the keys this notebook's parameters cell has")
     f = sub.add_parser("accept-failed", help="exit 0 if every result file exists and one records a failure")
     f.add_argument("result", nargs="+")
     s = sub.add_parser("show", help="list a study's jobs")
@@ -346,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "params":
-        yaml.safe_dump(job_params(load_plan(args.study), args.job, args.task), sys.stdout, sort_keys=False)
+        yaml.safe_dump(
+            job_params(load_plan(args.study), args.job, args.task, args.notebook), sys.stdout, sort_keys=False
+        )
         return 0
     if args.command == "accept-failed":
         failed = 0
