@@ -143,3 +143,23 @@ def test_a_frozen_embedding_is_left_alone():
     with embedding_grad_in_place(model) as patched:
         assert patched is False
         assert "forward" not in vars(model.get_input_embeddings())
+
+
+def test_the_in_place_embedding_gradient_stays_off_in_a_distributed_run(monkeypatch, tmp_path):
+    """Under torch.distributed (a process group of one, gloo) or a launcher's WORLD_SIZE > 1 the
+    embedding keeps autograd's gradient, which DDP's and FSDP's reduction hooks see."""
+    from peftlab.models.loading import load_model
+
+    model, _, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
+    with embedding_grad_in_place(model) as patched:
+        assert patched  # a single process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with embedding_grad_in_place(model) as patched:
+        assert not patched
+    monkeypatch.delenv("WORLD_SIZE")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        with embedding_grad_in_place(model) as patched:
+            assert not patched and "forward" not in vars(model.get_input_embeddings())
+    finally:
+        torch.distributed.destroy_process_group()

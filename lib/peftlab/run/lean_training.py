@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 from torch import nn
@@ -124,12 +125,21 @@ def _plain_embedding(module: nn.Module) -> bool:
     )
 
 
+def distributed() -> bool:
+    """Training spans processes (torch.distributed initialised, or a launcher's WORLD_SIZE > 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return True
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
 @contextlib.contextmanager
 def embedding_grad_in_place(model: nn.Module):
     """For the span of the block, the model's input embedding (when it trains and is a plain
-    `nn.Embedding`) adds its gradient into `weight.grad` in place (`_EmbeddingGradInPlace`)."""
+    `nn.Embedding`) adds its gradient into `weight.grad` in place (`_EmbeddingGradInPlace`).
+    Only in a single process: a gradient written outside autograd skips DDP's and FSDP's
+    reduction hooks, so under torch.distributed (or a launcher's WORLD_SIZE > 1) autograd keeps it."""
     embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if embedding is None or not _plain_embedding(embedding):
+    if embedding is None or not _plain_embedding(embedding) or distributed():
         yield False
         return
     anchor = torch.empty(0, device=embedding.weight.device, requires_grad=True)
