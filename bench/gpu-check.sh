@@ -9,7 +9,7 @@
 #      (scale.json is rewritten after each method: a step cut short keeps what it measured)
 #                                                           -> OUTDIR/scale.json, summary.json
 #   3. the smoke study (every code path of the study on the tiny model) through the workflow,
-#      `python -m peftlab.study run smoke --profile profiles/default`, in a fresh project folder
+#      `python -m peftlab.study run smoke --profile profiles/local`, in a fresh project folder
 #      so that no earlier (CPU) record is reused           -> OUTDIR/smoke-summary.json, smoke.log
 # OUTDIR/status.txt lists each step's exit status. Steps are capped by SCALE_TIMEOUT (240 s)
 # and STUDY_TIMEOUT (210 s); a failed step does not stop the next one.
@@ -174,7 +174,7 @@ scale() {
     return $rc
 }
 smoke() {
-    timeout -k 15 "$STUDY_TIMEOUT" "$PY" -m peftlab.study run smoke --profile profiles/default \
+    timeout -k 15 "$STUDY_TIMEOUT" "$PY" -m peftlab.study run smoke --profile profiles/local \
         --directory "$PEFTLAB_ROOT" >"$OUTDIR/smoke.log" 2>&1
     local rc=$?
     "$PY" -m bench.study_runs smoke --out "$OUTDIR/smoke-summary.json"

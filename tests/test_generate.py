@@ -297,3 +297,33 @@ def test_grouped_head_attention_computes_the_same_logits_and_is_undone(tiny):
     assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
     real = batch["attention_mask"].bool()
     assert torch.equal(grouped[real], plain[real])
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"layer_types": ["full_attention", "sliding_attention"], "sliding_window": 8, "use_sliding_window": True},
+         "full_attention, sliding_attention"),
+        ({"layer_types": ["sliding_attention", "sliding_attention"], "sliding_window": 8, "use_sliding_window": True},
+         "sliding_attention"),
+    ],
+)  # fmt: skip
+def test_the_batched_decoder_refuses_sliding_window_and_hybrid_attention(changes, words):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from peftlab.run.generate import UnsupportedAttentionError, check_supported_attention
+
+    config = Qwen3Config(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, **changes,
+    )  # fmt: skip
+    model = Qwen3ForCausalLM(config)
+    with pytest.raises(UnsupportedAttentionError, match=f"full causal attention in every layer; qwen3 uses {words}"):
+        check_supported_attention(model)
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(UnsupportedAttentionError):
+        greedy_decode(model, ids, torch.ones_like(ids), max_new_tokens=2, eos_ids=set())
+    check_supported_attention(Qwen3ForCausalLM(Qwen3Config(**{**config.to_dict(), **FULL})))
+
+
+FULL = {"layer_types": ["full_attention", "full_attention"], "use_sliding_window": False, "sliding_window": None}

@@ -447,6 +447,26 @@ def _draft_width(rows: int, draft_tokens: int, budget: int) -> int:
     return max(0, min(draft_tokens, budget // max(rows, 1) - 1))
 
 
+class UnsupportedAttentionError(ValueError):
+    """The decoder's cache holds every position of every layer: a model whose layers attend
+    through a sliding window, or mix attention kinds, needs Transformers' own cache."""
+
+
+def check_supported_attention(model) -> None:
+    """Full causal attention in every layer, or an error naming what the model uses instead."""
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    if kinds != {"full_attention"} or (window and "layer_types" not in vars(config)):
+        name = getattr(config, "model_type", type(model).__name__)
+        raise UnsupportedAttentionError(
+            f"the batched decoder supports full causal attention in every layer; {name} uses "
+            f"{', '.join(sorted(kinds)) if kinds != {'full_attention'} else f'a sliding window of {window} tokens'}: "
+            "decode it with Transformers' own generate()"
+        )
+
+
 @torch.inference_mode()
 def greedy_decode(
     model,
@@ -491,6 +511,7 @@ def greedy_decode(
     `prefix`: the cache of the tokens every prompt starts with (`prefix_cache`), and
     `prefill_tokens` how many of the prompts' own tokens after it go through the model in one
     forward pass (`_prefill`)."""
+    check_supported_attention(model)
     keyword = _cache_keyword(model)
     room = input_ids.shape[1] + max_new_tokens if growing_cache else None
     if not growing_cache:
