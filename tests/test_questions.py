@@ -60,10 +60,10 @@ def test_openmath_efficacy_counts_unparsed_replies_as_wrong(tmp_path):
     assert row["openmath_accuracy"] == 0.0
     an = Analysis(records, n_boot=400)
     c = an.compare("tiny-Qwen3 LoRA r8 (OpenMath)", "tiny-Qwen3 Full FT (OpenMath)", "openmath")
-    assert c["metric"] == "openmath_accuracy" and c["n"] == N and c["diff"] == pytest.approx(30.0)
+    assert c["metric"] == "openmath_flex_accuracy" and c["n"] == N and c["diff"] == pytest.approx(30.0)
     q8 = answers_of(out)["Q8"]
     quality = q8["comparisons"][q8["comparisons"]["metric"] != "latency_s"].iloc[0]
-    assert quality["verdict"] == "b better" and quality["metric"] == "openmath_accuracy"
+    assert quality["verdict"] == "b better" and quality["metric"] == "openmath_flex_accuracy"
     assert "absdiff" not in " ".join(q8["comparisons"]["metric"].dropna())
 
 
@@ -171,7 +171,7 @@ def test_a_tie_states_the_smallest_detectable_difference(tmp_path):
     write_model(out, "squad_v2-full-s0", method="full", train_task="squad_v2", seed=0, correct=mask(21))
     write_model(out, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0, correct=mask(20))
     q8 = answers_of(out)["Q8"]
-    tie = q8["comparisons"][q8["comparisons"]["metric"] == "squad_f1"].iloc[0]
+    tie = q8["comparisons"][q8["comparisons"]["metric"] == "squad_flex_f1"].iloc[0]
     assert tie["verdict"] == "tie" and 0 < tie["mde"] < 100
     assert f"no difference larger than {tie['mde']:.1f} points" in q8["answer"]
 
@@ -387,7 +387,7 @@ def test_questions_scoped_as_the_study_posed_them(study):
     }
     assert all(train_task[a] == t for a, t in zip(q7["a"], q7["task"]))  # in-domain only
     q8 = answers["Q8"]["comparisons"]
-    assert {"squad_f1", "latency_s"} <= set(q8["metric"])  # the quality half and the speed half
+    assert {"squad_flex_f1", "latency_s"} <= set(q8["metric"])  # the quality half and the speed half
 
 
 def test_failed_candidates_are_named(study):

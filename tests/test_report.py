@@ -12,8 +12,10 @@ from handmade import N, mask, write_model, write_squad_study_core
 from peftlab.analysis.questions import answer_questions
 from peftlab.analysis.study_records import load_study
 from peftlab.report.build import fill_contents
+from peftlab.report.cells import MAX_ROWS, number, short_labels
 from peftlab.report.pages import figure_captions, half_empty_pages, page_fill
-from peftlab.report.views import MAX_ROWS, ReportView, comparison_sentence, headline, number, short_labels
+from peftlab.report.prose import comparison_sentence, headline
+from peftlab.report.view import ReportView
 
 RAW = re.compile(r"<NA>|\bnan\b|\bNaN\b|\bTrue\b|\bFalse\b|\d\.\d+e[+-]\d|latency_mean_s|eval_res_gb|_gb\b")
 

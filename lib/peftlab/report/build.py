@@ -20,7 +20,7 @@ from peftlab.core.errors import ConfigError
 from peftlab.core.files import write_json
 from peftlab.core.paths import repo_root, resolve_path
 from peftlab.report.pages import check_report, render_document
-from peftlab.report.views import ReportView
+from peftlab.report.view import ReportView
 from peftlab.run.records import package_versions
 from peftlab.study.plan import study_path
 from peftlab.study.run_notebook import skip_iri_format_checker
