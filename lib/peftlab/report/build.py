@@ -215,8 +215,8 @@ def table1_section(*, records, report_dir: str):
     from IPython.display import HTML
 
     table = table1(records)
-    Path(report_dir).mkdir(parents=True, exist_ok=True)
-    table.to_csv(Path(report_dir) / "table1.csv", index=False)
+    resolve_path(report_dir).mkdir(parents=True, exist_ok=True)
+    table.to_csv(resolve_path(report_dir) / "table1.csv", index=False)
     return HTML(table1_html(table))
 
 
@@ -230,7 +230,7 @@ class Answers:
 def questions_section(*, records, report_dir: str, alpha: float = 0.05, min_n: int = 20, n_boot: int = 2000) -> Answers:
     """Answer the nine questions and write them to ``<report_dir>/questions.json``."""
     answers = answer_questions(records, alpha=alpha, min_n=min_n, n_boot=n_boot)
-    write_questions(answers, Path(report_dir) / "questions.json")
+    write_questions(answers, resolve_path(report_dir) / "questions.json")
     return Answers(answers)
 
 

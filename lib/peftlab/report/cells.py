@@ -25,6 +25,7 @@ MAX_ROWS = 12  # a question's compact table; the appendix has every row
 TASK_ORDER = tuple(TASKS)
 MEASURE_WORDS = {name: m.words for name, m in MEASURES.items()}
 MEASURE_SHORT = {name: m.short for name, m in MEASURES.items()}
+MEASURE_ROLE = {name: m.role for name, m in MEASURES.items()}
 
 
 class Html(str):
@@ -194,10 +195,18 @@ def comparison_pairs(comparisons: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (a, b, task), g in comparisons.groupby(["a", "b", "task"], sort=False):
         row = {"a": a, "b": b, "task": task, "n": g["n"].max()}
-        for kind, hit in (("eff", g[g["metric"] != "latency_s"]), ("lat", g[g["metric"] == "latency_s"])):
+        role = g["metric"].map(lambda m: MEASURE_ROLE.get(m, "efficacy"))
+        for kind, hit in (
+            ("eff", g[role == "efficacy"]),
+            ("lat", g[g["metric"] == "latency_s"]),
+            ("fmt", g[role == "format"]),
+        ):
             if len(hit):
                 c = hit.iloc[0]
-                row[kind] = f"{interval(c['diff'], c['ci_low'], c['ci_high'], digits_of(c['metric']))} ({side_word(c)})"
+                flag = f", {c['flag']}" if isinstance(c.get("flag"), str) else ""
+                row[kind] = (
+                    f"{interval(c['diff'], c['ci_low'], c['ci_high'], digits_of(c['metric']))} ({side_word(c)}{flag})"
+                )
                 if kind == "eff":
                     row["measure"] = MEASURE_SHORT.get(c["metric"], c["metric"])
         rows.append(row)

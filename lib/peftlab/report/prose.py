@@ -315,8 +315,21 @@ def caveats(records: StudyRecords, answers: list[dict]) -> list[str]:
         out.append(
             "Imported published results: no per-item scores, so efficacy is the accuracy / exact match the "
             "published counts give and intervals are unpaired (conservative); training memory was not "
-            "published."
+            "published. The format-free measures (log-likelihood choice, the flexible reading of a reply) and "
+            "the format share need the replies and the model, so they are unavailable for these records: the "
+            "answers rest on the study's own scores, which mix the skill with the answer format."
         )
+    rests = [
+        f"{a['id']}: " + "; ".join(f"{role} ({', '.join(measures)})" for role, measures in a["rests_on"].items())
+        for a in answers
+        if a["status"] == "decisive" and a.get("rests_on")
+    ]
+    if rests:
+        out.append(
+            "What each decisive answer rests on (skill: efficacy without the answer format where the items have "
+            "it; format: replies in the answer format; cost: latency or tokens): " + " · ".join(rests) + "."
+        )
+    out += list(dict.fromkeys(note + "." for a in answers for note in a.get("notes", [])))
     for protocol in facts["protocols"]:
         if protocol in PROTOCOL_CAVEAT:
             out.append(f"Protocol: {PROTOCOL_CAVEAT[protocol]}.")

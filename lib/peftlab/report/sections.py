@@ -162,8 +162,9 @@ def adapter_vs_untuned(view: View, a: dict) -> str:
         Column("a", "Adapter (trained and evaluated on)", view.label, True),
         Column("b", "Untuned", view.label, True),
         Column("measure", "Measure", None, True),
-        Column("eff", "Efficacy: adapter − untuned", None),
+        Column("eff", "Skill: adapter − untuned", None),
         Column("lat", "Latency (s): adapter − untuned", None),
+        *([Column("fmt", "In format (points): adapter − untuned", None)] if "fmt" in pairs else []),
         Column("n", "n", lambda v: number(v, 0)),
     ]
     return capped_table(pairs, cols, a["id"], "adapters")

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from peftlab.analysis.comparisons import COMPARISON_COLUMNS, Analysis
+from peftlab.analysis.comparisons import COMPARISON_COLUMNS, CUT_LIMIT, MEASURES, Analysis
+from peftlab.tasks.registry import TASKS
 
 STATUSES = ("decisive", "tie", "insufficient data", "not answerable")
 
@@ -93,6 +94,7 @@ class Question:
         ``reference_answer``, ``comparisons``, ``figures`` and ``how``."""
         found = self.answer(an)
         assert found.status in STATUSES
+        comparisons = found.comparisons if found.comparisons is not None else empty_comparisons()
         return {
             "id": self.id,
             "question": self.text,
@@ -100,10 +102,43 @@ class Question:
             "status": found.status,
             "agrees_with_reference": None if found.agrees is None else bool(found.agrees),
             "reference_answer": self.reference,
-            "comparisons": found.comparisons if found.comparisons is not None else empty_comparisons(),
+            "comparisons": comparisons,
             "figures": (found.figures if found.figures is not None else pd.DataFrame()).reset_index(drop=True),
             "how": self.how,
+            "rests_on": rests_on(comparisons),
+            "notes": scale_notes(an, comparisons),
         }
+
+
+def rests_on(comparisons: pd.DataFrame) -> dict[str, list[str]]:
+    """What the decisive comparisons measured, by role: skill (efficacy without the answer
+    format where the items have it), format (replies in the answer format), cost (latency, tokens)."""
+    out: dict[str, list[str]] = {}
+    for metric in comparisons.loc[comparisons["decisive"].astype(bool), "metric"].dropna().unique():
+        measure = MEASURES.get(metric)
+        role = {"efficacy": "skill"}.get(measure.role, measure.role) if measure else "other"
+        out.setdefault(role, []).append(measure.label if measure else str(metric))
+    return out
+
+
+def scale_notes(an: Analysis, comparisons: pd.DataFrame) -> list[str]:
+    """What the study cannot tell on the tasks this answer compares: a task where every
+    configuration is at chance (or the floor), and models whose replies were cut at the cap."""
+    notes = []
+    for task in dict.fromkeys(comparisons["task"].dropna()):
+        if not an.informative(task):
+            notes.append(
+                f"{TASKS[task].label}: not informative at this scale (every configuration, the untuned base "
+                "included, is at chance or the floor); not ranked"
+            )
+        cut = [r.config for r in an.rows(task).itertuples() if an.cut(r.config, task)]
+        if cut:
+            notes.append(
+                f"{TASKS[task].label}: cut at the cap (over {CUT_LIMIT:.0%} of replies at max_new_tokens): "
+                + ", ".join(cut)
+                + "; their latency and token comparisons are never decisive"
+            )
+    return notes
 
 
 def empty_comparisons() -> pd.DataFrame:

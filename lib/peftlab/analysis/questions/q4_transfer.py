@@ -6,19 +6,23 @@ counted per method.
 
 from __future__ import annotations
 
-from peftlab.analysis.comparisons import Analysis
+import pandas as pd
+
+from peftlab.analysis.comparisons import FORMAT_MEASURES, Analysis
 from peftlab.analysis.questions.common import status_of
-from peftlab.analysis.questions.entry import Finding, Question
+from peftlab.analysis.questions.entry import Finding, Question, empty_comparisons
 from peftlab.analysis.study_records import ADAPTERS, METHOD_LABELS
 
 
 def decide(an: Analysis) -> Finding:
-    comps = []
+    comps, formats = [], []
     trained = an.cfg[an.cfg["trained"].astype(bool) & (an.cfg["task"] != an.cfg["train_task"])]
     for r in trained.itertuples():
         base_cfg = an.untuned(r.base)
         if base_cfg is not None and an.row(base_cfg, r.task) is not None:
             comps.append(an.compare(r.config, base_cfg, r.task))
+            if r.task in FORMAT_MEASURES:
+                formats.append(an.compare(r.config, base_cfg, r.task, FORMAT_MEASURES[r.task]))
     if not comps:
         return Finding(
             "No trained configuration evaluated off its training task next to an untuned model of the same base.",
@@ -39,6 +43,13 @@ def decide(an: Analysis) -> Finding:
         .reset_index()
     )
     summary["ties"] = summary["comparisons"] - summary["gains"] - summary["losses"] - summary["insufficient"]
+    # The answer format, a family of its own: learning to write the box is not knowing more.
+    fmt = an.adjust(formats, "Q4 format") if formats else empty_comparisons()
+    fmt["method_key"] = fmt["a"].map(methods)
+    moved = fmt.groupby("method_key", sort=False)["better"].agg(
+        format_gains=lambda b: int((b == "a").sum()), format_losses=lambda b: int((b == "b").sum())
+    )
+    summary = summary.join(moved, on="method_key").fillna({"format_gains": 0, "format_losses": 0})
     summary["changed_share"] = (summary["gains"] + summary["losses"]) / summary["comparisons"]
     summary.insert(0, "method", summary["method_key"].map(METHOD_LABELS))
     parts = [
@@ -58,13 +69,22 @@ def decide(an: Analysis) -> Finding:
             f"{'swings both ways' if swings else 'does not swing both ways'}. "
         )
         agrees = less and swings if status_of(adjusted) != "insufficient data" else None
+    formats_text = (
+        " Separately, the answer format (replies in the protocol's box), which is not the skill: "
+        + "; ".join(
+            f"{r.method}: {int(r.format_gains)} gains, {int(r.format_losses)} losses" for r in summary.itertuples()
+        )
+        + "."
+        if len(fmt)
+        else ""
+    )
     answer = (
         (conclusion[0].upper() + conclusion[1:] if conclusion else "")
-        + "Decisive changes against the untuned base, off the training task: "
-        + "; ".join(parts)
-        + "."
+        + "Decisive changes in the skill (efficacy without the answer format) against the untuned base, off the "
+        "training task: " + "; ".join(parts) + "." + formats_text
     )
-    return Finding(answer, status_of(adjusted), agrees, adjusted, summary.drop(columns="method_key"))
+    both = pd.concat([adjusted, fmt.drop(columns="method_key")], ignore_index=True) if len(fmt) else adjusted
+    return Finding(answer, status_of(adjusted), agrees, both, summary.drop(columns="method_key"))
 
 
 QUESTION = Question(
@@ -73,7 +93,9 @@ QUESTION = Question(
     reference="adapters drift less; full FT swings both ways",
     how=(
         "Every trained configuration on each task it was not trained on, against the untuned model of the "
-        "same base. Per method: decisive gains, losses and ties."
+        "same base, on the skill (efficacy without the answer format: log-likelihood choice or the flexible "
+        "reading) and, as a separate family, on the share of replies in the answer format. Per method: "
+        "decisive gains, losses and ties of each; the verdict rests on the skill."
     ),
     answer=decide,
     section="transfer-figure",

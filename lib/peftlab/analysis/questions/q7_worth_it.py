@@ -6,14 +6,16 @@ latency.
 
 from __future__ import annotations
 
-from peftlab.analysis.comparisons import Analysis
+import pandas as pd
+
+from peftlab.analysis.comparisons import FORMAT_MEASURES, Analysis
 from peftlab.analysis.questions.common import status_of, task_label, won
-from peftlab.analysis.questions.entry import Finding, Question
+from peftlab.analysis.questions.entry import Finding, Question, empty_comparisons
 from peftlab.analysis.study_records import ADAPTERS
 
 
 def decide(an: Analysis) -> Finding:
-    comps, outcome = [], {}
+    comps, formats, outcome = [], [], {}
     dom = an.in_domain()
     adapters = dom[dom["method_key"].isin(ADAPTERS)]
     for r in adapters.itertuples():
@@ -24,6 +26,8 @@ def decide(an: Analysis) -> Finding:
             an.compare(r.config, base_cfg, r.train_task),
             an.compare(r.config, base_cfg, r.train_task, "latency_s"),
         ]
+        if r.train_task in FORMAT_MEASURES:
+            formats.append(an.compare(r.config, base_cfg, r.train_task, FORMAT_MEASURES[r.train_task]))
     if not comps:
         return Finding(
             "No adapter configuration next to an untuned model of the same base on its training task.",
@@ -31,6 +35,8 @@ def decide(an: Analysis) -> Finding:
             None,
         )
     adjusted = an.adjust(comps, "Q7")
+    # The answer format, a family of its own: an adapter that only learned to write the box is not "worth it".
+    fmt = an.adjust(formats, "Q7 format") if formats else empty_comparisons()
     texts = []
     for task, group in adjusted.groupby("task", sort=False):
         worth = []
@@ -41,14 +47,22 @@ def decide(an: Analysis) -> Finding:
             faster = len(lat) and won(lat.iloc[0], "a")
             worse = len(eff) and won(eff.iloc[0], "b")
             if better or (faster and not worse):
-                worth.append(f"{config} ({'efficacy' if better else 'latency'})")
+                worth.append(f"{config} ({'skill' if better else 'latency'})")
         outcome[task] = bool(worth)
+        learned = (
+            fmt[(fmt["task"] == task) & fmt["decisive"].astype(bool) & (fmt["better"] == "a")] if len(fmt) else fmt
+        )
         texts.append(
             f"{task_label(task)}: "
             + (
                 f"yes — {', '.join(worth)}"
                 if worth
-                else "no adapter is decisively better or faster than the untuned base"
+                else "no adapter is decisively better in the skill or faster than the untuned base"
+            )
+            + (
+                f" (separately, {len(learned)} of {int((fmt['task'] == task).sum())} learned the answer format)"
+                if len(fmt)
+                else ""
             )
         )
     answer = "; ".join(texts) + "."
@@ -62,7 +76,8 @@ def decide(an: Analysis) -> Finding:
         if status == "insufficient data" or not set(expected) <= set(outcome)
         else all(outcome[t] == v for t, v in expected.items())
     )
-    return Finding(answer, status, agrees, adjusted)
+    both = pd.concat([adjusted, fmt], ignore_index=True) if len(fmt) else adjusted
+    return Finding(answer, status, agrees, both)
 
 
 QUESTION = Question(
@@ -71,8 +86,10 @@ QUESTION = Question(
     reference="for math/MCQ yes (latency), for extractive QA no",
     how=(
         "Per training task: every adapter configuration trained on it against the untuned model of the same "
-        "base on that task (in-domain), on efficacy and latency. Worth it when an adapter is decisively better "
-        "in efficacy, or decisively faster without being decisively worse in efficacy."
+        "base on that task (in-domain), on the skill (efficacy without the answer format) and latency, and as a "
+        "separate family on the share of replies in the answer format. Worth it when an adapter is decisively "
+        "better in the skill, or decisively faster without being decisively worse in it; a latency difference "
+        "where either side's replies were cut at the token cap is never decisive."
     ),
     answer=decide,
     section="adapter-vs-untuned",

@@ -42,6 +42,8 @@ def questions_json(answers: list[dict]) -> list[dict]:
                 "agrees_with_reference": a["agrees_with_reference"],
                 "reference_answer": a["reference_answer"],
                 "how": a["how"],
+                "rests_on": a.get("rests_on", {}),
+                "notes": a.get("notes", []),
                 "comparisons": comparisons,
             }
         )
