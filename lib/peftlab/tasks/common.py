@@ -55,26 +55,18 @@ def skill_measures(prefix: str, label: str, *, loglik: bool = False, flexible: s
     measure (the share of replies in the protocol's answer format, a measure of its own)."""
     chance = "chance" if loglik else None
     measures = []
-    if loglik:
+    if loglik:  # lm-eval's acc_norm (per character of the option) and acc (the summed log-likelihood)
         measures += [
             Measure(
-                f"{prefix}_loglik_acc_norm",
-                f"{label} log-likelihood accuracy (per character, acc_norm)",
+                f"{prefix}_loglik_{name}",
+                f"{label} log-likelihood accuracy ({words})",
                 "%",
-                {"corrected": ("ll_acc_norm", 100.0)},
+                {"corrected": (f"ll_{name}", 100.0)},
                 words="accuracy points",
-                short="acc_norm %",
+                short=f"{name} %",
                 chance=chance,
-            ),
-            Measure(
-                f"{prefix}_loglik_acc",
-                f"{label} log-likelihood accuracy (acc)",
-                "%",
-                {"corrected": ("ll_acc", 100.0)},
-                words="accuracy points",
-                short="acc %",
-                chance=chance,
-            ),
+            )
+            for name, words in (("acc_norm", "per character, acc_norm"), ("acc", "acc"))
         ]
     measures += [
         Measure(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from peftlab.analysis.comparisons import MEASURES, Analysis
+from peftlab.analysis.comparisons import COMPARISON_COLUMNS, FORMAT_MEASURES, MEASURES, Analysis
 from peftlab.analysis.study_records import TASK_LABELS
 
 EFFICACY_NOTE = (
@@ -106,3 +106,10 @@ def best_members(top: str, frame: pd.DataFrame, adjusted: pd.DataFrame, task: st
         if hit.empty or not won(hit.iloc[0], "a"):
             members.append(other)
     return members
+
+
+def format_comparisons(an: Analysis, pairs: list[tuple[str, str, str]], family: str) -> pd.DataFrame:
+    """The answer format of each (a, b, task) pair, as a family of its own (Holm within it): learning
+    to write the protocol's box is not knowing more, so it is never pooled with the skill."""
+    comps = [an.compare(a, b, task, FORMAT_MEASURES[task]) for a, b, task in pairs if task in FORMAT_MEASURES]
+    return an.adjust(comps, family) if comps else pd.DataFrame(columns=COMPARISON_COLUMNS)

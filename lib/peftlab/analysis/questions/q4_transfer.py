@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.comparisons import FORMAT_MEASURES, Analysis
-from peftlab.analysis.questions.common import status_of
-from peftlab.analysis.questions.entry import Finding, Question, empty_comparisons
+from peftlab.analysis.comparisons import Analysis
+from peftlab.analysis.questions.common import format_comparisons, status_of
+from peftlab.analysis.questions.entry import Finding, Question
 from peftlab.analysis.study_records import ADAPTERS, METHOD_LABELS
 
 
 def decide(an: Analysis) -> Finding:
-    comps, formats = [], []
+    pairs = []
     trained = an.cfg[an.cfg["trained"].astype(bool) & (an.cfg["task"] != an.cfg["train_task"])]
     for r in trained.itertuples():
         base_cfg = an.untuned(r.base)
         if base_cfg is not None and an.row(base_cfg, r.task) is not None:
-            comps.append(an.compare(r.config, base_cfg, r.task))
-            if r.task in FORMAT_MEASURES:
-                formats.append(an.compare(r.config, base_cfg, r.task, FORMAT_MEASURES[r.task]))
+            pairs.append((r.config, base_cfg, r.task))
+    comps = [an.compare(a, b, task) for a, b, task in pairs]
     if not comps:
         return Finding(
             "No trained configuration evaluated off its training task next to an untuned model of the same base.",
@@ -44,7 +43,7 @@ def decide(an: Analysis) -> Finding:
     )
     summary["ties"] = summary["comparisons"] - summary["gains"] - summary["losses"] - summary["insufficient"]
     # The answer format, a family of its own: learning to write the box is not knowing more.
-    fmt = an.adjust(formats, "Q4 format") if formats else empty_comparisons()
+    fmt = format_comparisons(an, pairs, "Q4 format")
     fmt["method_key"] = fmt["a"].map(methods)
     moved = fmt.groupby("method_key", sort=False)["better"].agg(
         format_gains=lambda b: int((b == "a").sum()), format_losses=lambda b: int((b == "b").sum())

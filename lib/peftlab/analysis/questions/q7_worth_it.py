@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from peftlab.analysis.comparisons import FORMAT_MEASURES, Analysis
-from peftlab.analysis.questions.common import status_of, task_label, won
-from peftlab.analysis.questions.entry import Finding, Question, empty_comparisons
+from peftlab.analysis.comparisons import Analysis
+from peftlab.analysis.questions.common import format_comparisons, status_of, task_label, won
+from peftlab.analysis.questions.entry import Finding, Question
 from peftlab.analysis.study_records import ADAPTERS
 
 
 def decide(an: Analysis) -> Finding:
-    comps, formats, outcome = [], [], {}
+    comps, pairs, outcome = [], [], {}
     dom = an.in_domain()
     adapters = dom[dom["method_key"].isin(ADAPTERS)]
     for r in adapters.itertuples():
@@ -26,8 +26,7 @@ def decide(an: Analysis) -> Finding:
             an.compare(r.config, base_cfg, r.train_task),
             an.compare(r.config, base_cfg, r.train_task, "latency_s"),
         ]
-        if r.train_task in FORMAT_MEASURES:
-            formats.append(an.compare(r.config, base_cfg, r.train_task, FORMAT_MEASURES[r.train_task]))
+        pairs.append((r.config, base_cfg, r.train_task))
     if not comps:
         return Finding(
             "No adapter configuration next to an untuned model of the same base on its training task.",
@@ -36,7 +35,7 @@ def decide(an: Analysis) -> Finding:
         )
     adjusted = an.adjust(comps, "Q7")
     # The answer format, a family of its own: an adapter that only learned to write the box is not "worth it".
-    fmt = an.adjust(formats, "Q7 format") if formats else empty_comparisons()
+    fmt = format_comparisons(an, pairs, "Q7 format")
     texts = []
     for task, group in adjusted.groupby("task", sort=False):
         worth = []
