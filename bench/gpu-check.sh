@@ -39,6 +39,19 @@
 # installs what is missing or too old with `pip install --no-index --find-links wheels/` into
 # the chosen Python's environment (SITE=dir installs into dir instead, put on PYTHONPATH), and
 # never touches PyTorch.
+#
+# A CPU rehearsal (GPU_CHECK_REHEARSAL=1), for a machine without a GPU: the same steps and the
+# same command lines, so a renamed profile, key or flag fails here first. It still needs an
+# `nvidia-smi` (a stand-in that lists one GPU will do: the tests write one), then it
+#   - hides every GPU (CUDA_VISIBLE_DEVICES="") and lets a PyTorch without CUDA through;
+#   - writes a CPU stand-in for the GPU's name and count in versions.json (nothing is asked of
+#     torch.cuda) and "rehearsal": true;
+#   - runs the scale part with --scale-device cpu (float32, bench/scale.py's CPU dtype) and its
+#     smallest sizes (1 row, batch 1, 3 new tokens: the fewest that time a decode step, decode
+#     batch 2) on the `tiny` model with every rank capped at 16: the model and the ranks have no
+#     flag, so a short Python launcher sets them and then runs bench/benchmark.py as a script;
+#   - runs the smoke study unchanged (it is the tiny model already), on the CPU.
+# About two to five minutes on a CPU; allow for it with SCALE_TIMEOUT and STUDY_TIMEOUT.
 set -uo pipefail
 
 usage() { echo "usage: bench/gpu-check.sh OUTDIR | --requirements   (see the header of bench/gpu-check.sh)" >&2; exit 64; }
@@ -51,6 +64,7 @@ else PY="python3"; fi
 NVIDIA_SMI="${NVIDIA_SMI:-nvidia-smi}"
 SCALE_TIMEOUT="${SCALE_TIMEOUT:-240}"
 STUDY_TIMEOUT="${STUDY_TIMEOUT:-210}"
+REHEARSAL="${GPU_CHECK_REHEARSAL:-0}"
 
 # The project's dependencies that the check needs: all but PyTorch (the GPU machine's own),
 # jupyterlab (`make lab` only), the SLURM plugin and gguf (the embedded model only).
@@ -75,6 +89,11 @@ EOF
 if [[ "$1" == "--requirements" ]]; then requirements; exit $?; fi
 [[ "$1" == -* ]] && usage
 OUTDIR="$1"
+[[ "$REHEARSAL" == 0 || "$REHEARSAL" == 1 ]] || die 64 "GPU_CHECK_REHEARSAL=$REHEARSAL; allowed: 0 (the GPU check) or 1 (its CPU rehearsal)"
+if [[ "$REHEARSAL" == 1 ]]; then
+    export CUDA_VISIBLE_DEVICES=""
+    echo "gpu-check: CPU rehearsal (GPU_CHECK_REHEARSAL=1): every step on the CPU in float32, tiny sizes, GPU details stood in"
+fi
 
 # --- 1. a GPU, before anything else ---------------------------------------------------------
 command -v "$NVIDIA_SMI" >/dev/null 2>&1 \
@@ -84,7 +103,7 @@ grep -q "^GPU " <<<"$GPUS" || die 2 "no NVIDIA GPU visible: '$NVIDIA_SMI -L' lis
 command -v "$PY" >/dev/null 2>&1 || die 3 "no Python at '$PY' (set PYTHON=/path/to/python)"
 CUDA_OK="$("$PY" -c 'import torch; print(torch.cuda.is_available(), torch.__version__, torch.version.cuda)' 2>&1)" \
     || die 2 "PyTorch cannot be imported by $PY: $CUDA_OK"
-[[ "$CUDA_OK" == True* ]] \
+[[ "$CUDA_OK" == True* || "$REHEARSAL" == 1 ]] \
     || die 2 "no NVIDIA GPU visible to PyTorch ($PY: torch.cuda.is_available() is False; torch, CUDA: ${CUDA_OK#* }); a CPU-only PyTorch build or a hidden device (CUDA_VISIBLE_DEVICES)"
 
 mkdir -p "$OUTDIR" || die 64 "cannot create $OUTDIR"
@@ -160,14 +179,35 @@ json.dump([dict(zip(("name", "memory_total", "driver_version"), row)) for row in
 "$PY" -c '
 import json, sys, torch
 from peftlab.run.records import package_versions
-versions = {**package_versions(), "torch_cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
-            "gpu_count": torch.cuda.device_count()}
+if sys.argv[2] == "1":  # the CPU rehearsal: no GPU to ask
+    gpu = {"gpu": "cpu (rehearsal stand-in, no GPU queried)", "gpu_count": 0, "rehearsal": True}
+else:
+    gpu = {"gpu": torch.cuda.get_device_name(0), "gpu_count": torch.cuda.device_count()}
+versions = {**package_versions(), "torch_cuda": torch.version.cuda, **gpu}
 json.dump(versions, open(sys.argv[1], "w"), indent=1)
-' "$OUTDIR/versions.json"
+' "$OUTDIR/versions.json" "$REHEARSAL"
 
 cd "$ROOT" || die 1 "cannot enter $ROOT"
+SCALE_PY=("$PY")
+SCALE_DEVICE=cuda
+SCALE_SIZES=()
+if [[ "$REHEARSAL" == 1 ]]; then
+    # bench/benchmark.py has no flag for the scale part's model or ranks: set them, then run it as a script
+    SCALE_PY=("$PY" -c '
+import runpy, sys
+import bench.scale as scale
+scale.bench_scale.__kwdefaults__["base_model"] = "tiny"
+scale.METHODS.update({method: rank and min(rank, 16) for method, rank in scale.METHODS.items()})
+print("gpu-check rehearsal: scale part on tiny, ranks", scale.METHODS, flush=True)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+')
+    SCALE_DEVICE=cpu
+    SCALE_SIZES=(--scale-rows 1 --scale-batch 1 --scale-max-length 256 --scale-new-tokens 3 --scale-eval-batch 2)
+fi
 scale() {
-    timeout -k 15 "$SCALE_TIMEOUT" "$PY" bench/benchmark.py --only scale --scale-device cuda >"$OUTDIR/scale.log" 2>&1
+    timeout -k 15 "$SCALE_TIMEOUT" "${SCALE_PY[@]}" bench/benchmark.py --only scale --scale-device "$SCALE_DEVICE" \
+        "${SCALE_SIZES[@]}" >"$OUTDIR/scale.log" 2>&1
     local rc=$?
     cp "$PEFTLAB_ROOT/outputs/bench/scale.json" "$PEFTLAB_ROOT/outputs/bench/summary.json" "$OUTDIR/" 2>/dev/null
     tail -n 12 "$OUTDIR/scale.log"
@@ -185,5 +225,5 @@ step scale scale
 step smoke smoke
 rm -rf "$WORK"
 
-echo "gpu-check: results in $OUTDIR ($(tr '\n' ';' <"$OUTDIR/status.txt"))"
+echo "gpu-check: results in $OUTDIR ($(tr '\n' ';' <"$OUTDIR/status.txt"))$([[ "$REHEARSAL" == 1 ]] && echo " (CPU rehearsal)")"
 exit $STATUS
