@@ -78,3 +78,16 @@ def test_a_study_without_it_has_no_arc_easy_columns(tmp_path):
     table = table1(load_study(tmp_path))
     assert not [c for c in table.columns if c.startswith("arc_easy")]
     assert "arc_easy" in TASKS
+
+
+def test_every_shipped_arc_row_splits_into_its_options():
+    """Log-likelihood choice scores each row's own options: three, four or five of them."""
+    from peftlab.tasks.arc import arc_options
+
+    for task, source in (("arc", "reference"), ("arc", "hf"), ("arc_easy", "hf")):
+        rows = load_rows(task=task, split="test", source=source)
+        for row in rows:
+            stem, options = arc_options(row)
+            assert stem and len(options) == len(row["labels"]) and all(options), row
+    three = [r for r in load_rows(task="arc", split="test", source="reference") if len(r["labels"]) == 3]
+    assert three and three[0]["id"] == "NYSEDREGENTS_2015_4_7"

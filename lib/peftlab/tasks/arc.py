@@ -40,9 +40,11 @@ def arc_reference(record: dict, where: str, row: int) -> dict:
     question = text_field(record, "question", where, row)
     answer = text_field(record, "answer", where, row).strip()
     labels = ARC_NUMERIC_LABELS if answer in ARC_NUMERIC_LABELS else ARC_OPTION_LETTERS
-    # Four options, or five when the question lists a fifth ("... D. text E. text").
+    # Four options; five when the question lists a fifth ("... D. text E. text"); three when it
+    # lists no fourth ("... B. text C. text", a few of the study's questions).
     fifth = re.search(rf"(?:^|\s){labels[3]}\.\s.*\s{labels[4]}\.\s", question, flags=re.DOTALL)
-    labels = labels if fifth else labels[:4]
+    fourth = re.search(rf"\s{labels[2]}\.\s.*\s{labels[3]}\.\s", question, flags=re.DOTALL)
+    labels = labels if fifth else labels[:4] if fourth else labels[:3]
     if answer not in labels:
         raise bad_field(where, row, "answer", f"{answer!r} is not among the labels {', '.join(labels)}")
     return {
