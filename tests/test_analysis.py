@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handmade import N, golds, mask, replies, write_model
+from handmade import N, golds, mask, replies, write_model, write_squad_dora_r8
 from peftlab.analysis.comparisons import Analysis, item_values
 from peftlab.analysis.questions import (
     QUESTIONS,
@@ -239,16 +239,7 @@ def study(tmp_path):
         correct=mask(12, offset=5),
         latency=0.22,
     )
-    write_model(
-        out,
-        "squad_v2-dora-r8-s0",
-        method="dora",
-        rank=8,
-        train_task="squad_v2",
-        seed=0,
-        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
-        latency=0.2,
-    )
+    write_squad_dora_r8(out)
     write_model(out, "squad_v2-vera-r8-s0", method="vera", rank=8, train_task="squad_v2", seed=0, failed=True)
     return out
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from handmade import N, mask, write_model, write_squad_study_core
+from handmade import mask, write_model, write_squad_dora_r8, write_squad_study_core
 from peftlab.analysis import questions
 from peftlab.analysis.questions import HOW, QUESTIONS, REGISTRY, SECTION_KINDS, Question, answer_questions
 from peftlab.analysis.questions.registry import discover
@@ -92,16 +92,7 @@ def view(tmp_path_factory):
     write_model(
         out, "squad_v2-lora-r16-s0", method="lora", rank=16, train_task="squad_v2", seed=0, correct=mask(9), latency=0.2
     )
-    write_model(
-        out,
-        "squad_v2-dora-r8-s0",
-        method="dora",
-        rank=8,
-        train_task="squad_v2",
-        seed=0,
-        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
-        latency=0.2,
-    )
+    write_squad_dora_r8(out)
     records = load_study(out)
     return ReportView(records=records, answers=answer_questions(records, n_boot=200), study="entries")
 

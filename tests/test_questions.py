@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handmade import CPU_EVAL, N, mask, write_model, write_squad_study_core
+from handmade import CPU_EVAL, N, mask, write_model, write_squad_dora_r8, write_squad_study_core
 from peftlab.analysis.comparisons import Analysis
 from peftlab.analysis.questions import STATUSES, answer_questions, write_questions
 from peftlab.analysis.study_records import load_study
@@ -359,16 +359,7 @@ def study(tmp_path):
         latency=0.22,
         tokens=8,
     )
-    write_model(
-        out,
-        "squad_v2-dora-r8-s0",
-        method="dora",
-        rank=8,
-        train_task="squad_v2",
-        seed=0,
-        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
-        latency=0.2,
-    )
+    write_squad_dora_r8(out)
     write_model(out, "openmath-lora-r8-s0", method="lora", rank=8, train_task="openmath", seed=0, correct=mask(25))
     write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0, failed=True)
     return out

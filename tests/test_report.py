@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from handmade import N, mask, write_model, write_squad_study_core
+from handmade import mask, write_model, write_squad_dora_r8, write_squad_study_core
 from peftlab.analysis.questions import answer_questions
 from peftlab.analysis.study_records import load_study
 from peftlab.report.build import fill_contents
@@ -35,16 +35,7 @@ def view(tmp_path_factory):
         latency=0.2,
         tokens=8,
     )
-    write_model(
-        out,
-        "squad_v2-dora-r8-s0",
-        method="dora",
-        rank=8,
-        train_task="squad_v2",
-        seed=0,
-        correct={"arc": mask(10), "openmath": mask(10), "squad_v2": mask(N - 1)},
-        latency=0.2,
-    )
+    write_squad_dora_r8(out)
     write_model(out, "openmath-full-s0", method="full", train_task="openmath", seed=0, failed=True)
     records = load_study(out)
     return ReportView(records=records, answers=answer_questions(records, n_boot=200), study="handmade")

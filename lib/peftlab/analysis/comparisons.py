@@ -200,6 +200,7 @@ class Analysis:
     ):
         self.records, self.alpha, self.min_n, self.n_boot, self.seed = records, alpha, min_n, n_boot, seed
         self._data: dict[tuple, pd.DataFrame | None] = {}
+        self._chance: dict[tuple, dict | None] = {}  # one bootstrap per (runs, task, measure, scoring)
         self.cfg = self._config_table()
         evals, trains = records.evals, records.trains
         bad = pd.concat(
@@ -328,6 +329,12 @@ class Analysis:
         for a measure without per-item values (macro-F1, counts)."""
         if measure is None or MEASURES[measure].statistic != "mean" or MEASURES[measure].role != "efficacy":
             return None
+        key = (tuple(models), task, measure, scoring_name)
+        if key not in self._chance:
+            self._chance[key] = self._chance_bootstrap(models, task, measure, scoring_name)
+        return self._chance[key]
+
+    def _chance_bootstrap(self, models: tuple, task: str, measure: str, scoring_name: str) -> dict | None:
         frames = [self.data(m, task, measure, scoring_name) for m in models]
         if any(f is None or not len(f) for f in frames):
             return None
