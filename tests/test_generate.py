@@ -282,7 +282,11 @@ def test_dropping_holes_keeps_each_rows_positions_right_aligned():
 
 
 def test_grouped_head_attention_computes_the_same_logits_and_is_undone(tiny):
+    """The model attends through the registered grouped-head sdpa inside the block and through
+    sdpa after it; the registry's own `sdpa` is never replaced, so other models are untouched."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from peftlab.run.generate import GROUPED_SDPA
 
     model, tokenizer = tiny
     assert model.config.num_key_value_heads < model.config.num_attention_heads
@@ -291,12 +295,23 @@ def test_grouped_head_attention_computes_the_same_logits_and_is_undone(tiny):
     assert not batch["attention_mask"].all(), "the test needs a masked, several-token query"
     plain = model(**batch).logits
     original = ALL_ATTENTION_FUNCTIONS["sdpa"]
-    with grouped_head_attention():
-        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is not original
+    with grouped_head_attention(model):
+        assert model.config._attn_implementation == GROUPED_SDPA
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
         grouped = model(**batch).logits
-    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original
+    assert model.config._attn_implementation == "sdpa"
     real = batch["attention_mask"].bool()
     assert torch.equal(grouped[real], plain[real])
+
+
+def test_grouped_head_attention_leaves_other_implementations_alone(tiny):
+    model, _ = tiny
+    model.set_attn_implementation("eager")
+    try:
+        with grouped_head_attention(model):
+            assert model.config._attn_implementation == "eager"
+    finally:
+        model.set_attn_implementation("sdpa")
 
 
 @pytest.mark.parametrize(

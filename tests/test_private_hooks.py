@@ -105,42 +105,64 @@ def test_growing_layer_behaves_as_dynamic_layer():
 
 
 # --------------------------------------------------------------------------------------
-# Transformers: ALL_ATTENTION_FUNCTIONS["sdpa"], replaced inside grouped_head_attention
+# Transformers: an attention function registered by name (AttentionInterface) and a model
+# switched to it (set_attn_implementation) inside grouped_head_attention
 # --------------------------------------------------------------------------------------
 
-ATTENTION = "lib/peftlab/run/generate.py (grouped_head_attention, _sdpa_grouped_heads)"
+ATTENTION = "lib/peftlab/run/generate.py (grouped_head_attention, _register_grouped_sdpa, _sdpa_grouped_heads)"
 SDPA_PARAMETERS = ["module", "query", "key", "value", "attention_mask", "dropout", "scaling", "is_causal"]
 
 
-def test_attention_functions_registry():
-    """``ALL_ATTENTION_FUNCTIONS`` is the object the models look their attention up in at call
-    time, item assignment replaces ``"sdpa"`` for them, and the sdpa function takes the
-    positional parameters the wrapper passes on."""
-    hook = 'transformers.modeling_utils.ALL_ATTENTION_FUNCTIONS["sdpa"]'
+@pytest.fixture(scope="module")
+def tiny_model():
+    from peftlab.models.loading import load_model
+
+    return load_model(base_model="tiny", dtype="float32", device="cpu")[0]
+
+
+def test_registered_attention_route(tiny_model):
+    """The registered name reaches the model: inside the block its layers call the grouped
+    sdpa (counted), the mask is sdpa's, and `sdpa_attention_forward` takes the positional
+    parameters the wrapper passes on."""
+    hook = "transformers AttentionInterface.register / AttentionMaskInterface.register / set_attn_implementation"
     try:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     except ImportError as exc:
         pytest.fail(hook_failure(hook, "transformers", ATTENTION, f"cannot be imported ({exc})"))
-    from transformers.models.llama import modeling_llama
-    from transformers.models.qwen3 import modeling_qwen3
+    from peftlab.run import generate
 
-    from peftlab.run.generate import grouped_head_attention
-
-    for module in (modeling_llama, modeling_qwen3):
-        assert getattr(module, "ALL_ATTENTION_FUNCTIONS", None) is ALL_ATTENTION_FUNCTIONS, hook_failure(
-            hook, "transformers", ATTENTION, f"{module.__name__} no longer uses the shared registry"
-        )
-    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
-    names = parameter_names(original)
+    names = parameter_names(sdpa_attention_forward)
     assert names[: len(SDPA_PARAMETERS)] == SDPA_PARAMETERS, hook_failure(
-        hook, "transformers", ATTENTION, f"the sdpa function's parameters are now {names}"
+        hook, "transformers", ATTENTION, f"sdpa_attention_forward's parameters are now {names}"
     )
-    with grouped_head_attention():
-        inside = ALL_ATTENTION_FUNCTIONS.get_interface("sdpa", None)
-    assert inside is not original, hook_failure(
-        hook, "transformers", ATTENTION, "assigning the registry's 'sdpa' does not change what get_interface returns"
+    model = tiny_model
+    calls = []
+    wrapped = generate._sdpa_grouped_heads
+
+    def counting(original):
+        inner = wrapped(original)
+
+        def attention(*args, **kwargs):
+            calls.append(1)
+            return inner(*args, **kwargs)
+
+        return attention
+
+    original_sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    generate._sdpa_grouped_heads = counting
+    try:
+        with generate.grouped_head_attention(model):
+            model(input_ids=torch.tensor([[1, 2, 3]]))
+            assert ALL_MASK_ATTENTION_FUNCTIONS[generate.GROUPED_SDPA] is ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
+    finally:
+        generate._sdpa_grouped_heads = wrapped
+    assert calls, hook_failure(
+        hook, "transformers", ATTENTION, "the model no longer calls the attention registered by name"
     )
-    assert ALL_ATTENTION_FUNCTIONS.get_interface("sdpa", None) is original
+    assert model.config._attn_implementation == "sdpa"
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is original_sdpa
 
 
 def test_grouped_sdpa_matches_transformers():
@@ -150,7 +172,7 @@ def test_grouped_sdpa_matches_transformers():
 
     from peftlab.run.generate import _sdpa_grouped_heads
 
-    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    original = ALL_ATTENTION_FUNCTIONS["sdpa"]  # what the registered wrapper wraps: sdpa_attention_forward
     generator = torch.Generator().manual_seed(1)
     query = torch.randn(2, 4, 3, 8, generator=generator)  # 4 query heads
     key = torch.randn(2, 2, 6, 8, generator=generator)  # 2 key/value heads

@@ -420,17 +420,37 @@ def _sdpa_grouped_heads(original):
     return attention
 
 
-@contextmanager
-def grouped_head_attention():
-    """Within it, sdpa attention skips `repeat_kv` on a CPU (`_sdpa_grouped_heads`)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+# The name the grouped-head sdpa attention is registered under (`AttentionInterface`): a model
+# switched to it (`grouped_head_attention`) looks it up by name, every other model keeps `sdpa`.
+GROUPED_SDPA = "peftlab_grouped_sdpa"
 
-    original = ALL_ATTENTION_FUNCTIONS["sdpa"]
-    ALL_ATTENTION_FUNCTIONS["sdpa"] = _sdpa_grouped_heads(original)
+
+def _register_grouped_sdpa() -> None:
+    """Register the attention and its mask (sdpa's) under `GROUPED_SDPA`: Transformers' supported
+    route for a custom attention function, in place of replacing `sdpa` for every model."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_SDPA, _sdpa_grouped_heads(sdpa_attention_forward))
+    AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
+
+
+@contextmanager
+def grouped_head_attention(model):
+    """Within it, `model` attends through the registered grouped-head sdpa (`_sdpa_grouped_heads`:
+    no `repeat_kv` on a CPU); a model on another attention implementation, or one that cannot
+    switch (not a Transformers model), is left as it is."""
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if implementation != "sdpa" or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    _register_grouped_sdpa()
+    model.set_attn_implementation(GROUPED_SDPA)
     try:
         yield
     finally:
-        ALL_ATTENTION_FUNCTIONS["sdpa"] = original
+        model.set_attn_implementation("sdpa")
 
 
 def _keep_rows(ended: list[bool]) -> list[int]:
@@ -516,7 +536,7 @@ def greedy_decode(
     room = input_ids.shape[1] + max_new_tokens if growing_cache else None
     if not growing_cache:
         draft_tokens = 0
-    with grouped_head_attention():
+    with grouped_head_attention(model):
         cache, logits = _prefill(model, input_ids, attention_mask, keyword, room, prefix, prefill_tokens)
         next_position = attention_mask.long().sum(-1)
         alive = list(range(input_ids.shape[0]))  # batch row -> input index
