@@ -64,6 +64,7 @@ NOT_DEFAULTS = dict(
     n_eval=4,
     max_new_tokens=8,
     eval_batch_size=2,
+    eval_backend="transformers",
     n_latency=1,
     latency_repeats=3,
     force=True,

@@ -35,6 +35,7 @@ PROTOCOLS = ("reference", "corrected")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 DROPOUT_MASKS = ("auto", "packed", "bernoulli")  # how adapter dropout draws its masks (lean_training)
+EVAL_BACKENDS = ("auto", "peftlab", "transformers")  # the engine that decodes replies for scoring (run.backends)
 DATA_SOURCES = ("reference", "hf", "hub")  # or a local directory <dir>/<task>/{train,test}.jsonl
 # Experiment trackers TRL's SFTTrainer reports to (`report_to`), with the package each needs.
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio"}
@@ -231,6 +232,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "n_eval": _count,
     "max_new_tokens": _int(1),
     "eval_batch_size": _int(1),
+    "eval_backend": _choice(EVAL_BACKENDS),
     "n_latency": _int(0),
     "latency_repeats": _int(1),
     "out_dir": _text,
@@ -243,8 +245,18 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
 # shared keys, the method's own keys and the resolved learning rate.
 # Keys that decide what an evaluation computes (besides the model evaluated). latency_repeats
 # is left out on purpose: more timing passes refine the same figures, and a finished
-# evaluation stays reusable.
-EVAL_IDENTITY_KEYS = ("dtype", "protocol", "data_source", "n_eval", "max_new_tokens", "eval_batch_size", "n_latency")
+# evaluation stays reusable. eval_backend is in: another engine's replies agree only up to
+# float rounding, and a record says which engine wrote all of its replies.
+EVAL_IDENTITY_KEYS = (
+    "dtype",
+    "protocol",
+    "data_source",
+    "n_eval",
+    "max_new_tokens",
+    "eval_batch_size",
+    "eval_backend",
+    "n_latency",
+)
 
 
 def load_defaults() -> dict[str, Any]:
@@ -288,7 +300,15 @@ def train_hash(config: Mapping[str, Any]) -> str:
 # notebooks/train.ipynb's parameters cell sets the keys a training run reads; notebooks/evaluate.ipynb's
 # the keys an evaluation reads (evaluate.run_evaluation), besides run_dir, the model it evaluates.
 # Each cell is params/defaults.yaml's sections and comments for its keys (`parameters_cell`).
-EVAL_ONLY_KEYS = ("eval_tasks", "n_eval", "max_new_tokens", "eval_batch_size", "n_latency", "latency_repeats")
+EVAL_ONLY_KEYS = (
+    "eval_tasks",
+    "n_eval",
+    "max_new_tokens",
+    "eval_batch_size",
+    "eval_backend",
+    "n_latency",
+    "latency_repeats",
+)
 # Set by tests and study files to inject a failure; papermill may pass it, no parameters cell shows it.
 TEST_HOOKS = ("fault",)
 TRAIN_NOTEBOOK_KEYS = tuple(key for key in SCHEMA if key not in EVAL_ONLY_KEYS + TEST_HOOKS)

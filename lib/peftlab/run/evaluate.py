@@ -7,10 +7,13 @@ atomically.
 
 Two phases per task, each with its own memory figure:
 
-* batched scoring: every item generated `eval_batch_size` at a time (`memory_batched`);
+* batched scoring: every item generated `eval_batch_size` at a time by one engine
+  (`eval_backend`: this project's batched decoder or Transformers' continuous batching,
+  `run.backends`), named in the record (`memory_batched`);
 * batch-1 serving: `n_latency` items timed one `generate()` call each, after a warm-up
   call, in `latency_repeats` passes (pass 1 over all timed items, then pass 2, ...).
-  `memory` is this phase's peak: what serving one request costs.
+  `memory` is this phase's peak: what serving one request costs. Those calls time the
+  serving path only; `latency_reply_same` says whether each timed reply is the scored one.
 
 An item's `latency_s` is the mean over the passes (`latency_s_pass<k>` per pass); the
 record's latency figures are computed from those means, and the spread of the pass means
@@ -35,7 +38,8 @@ from peftlab.core.hashing import config_hash
 from peftlab.core.paths import resolve_path
 from peftlab.methods.registry import get_method
 from peftlab.models.loading import load_model
-from peftlab.run.generate import generate_batched, render_prompts, time_single
+from peftlab.run.backends import choose_engine, generate_replies
+from peftlab.run.generate import render_prompts, time_single
 from peftlab.run.loglik import multiple_choice_loglik
 from peftlab.run.memory import PhaseMemory
 from peftlab.run.records import failed_eval_record, failure, run_metadata
@@ -277,21 +281,24 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
     prompts = render_prompts(tokenizer, [eval_messages(task, row, config["protocol"]) for row in rows])
     golds = [gold(task, row) for row in rows]
 
-    # The timed items' replies are scored from their timed calls (one generate() call each, the
-    # reference's own decoding); the batch decodes only the others, so no item is generated twice.
+    # Every item is decoded for scoring by one engine (`eval_backend`); the timed items are then
+    # generated again one generate() call each, for latency only, and the items file says whether
+    # each timed reply is the scored one.
     subset = latency_subset(len(rows), config["n_latency"])
-    timed = set(subset)
-    untimed = [i for i in range(len(rows)) if i not in timed]
     batch_size = config["eval_batch_size"]
-    with PhaseMemory(model.device, label=f"batched scoring peak (batch {batch_size})") as memory_batched:
+    engine = choose_engine(config["eval_backend"], model)
+    with PhaseMemory(
+        model.device, label=f"batched scoring peak (batch {batch_size}) by {engine.name}"
+    ) as memory_batched:
         started = time.perf_counter()
-        batched = generate_batched(
+        generated = generate_replies(
+            engine,
             model,
             tokenizer,
-            [prompts[i] for i in untimed],
+            prompts,
             max_new_tokens=config["max_new_tokens"],
             batch_size=batch_size,
-            desc=f"{task} (batch {batch_size})",
+            desc=f"{task} (batch {batch_size}, {engine.name})",
         )
         batched_s = time.perf_counter() - started
     repeats = config.get("latency_repeats", 1)
@@ -305,11 +312,6 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
             repeats=repeats,
             desc=f"{task} latency (batch 1)",
         )
-    generated: list[dict] = [{}] * len(rows)
-    for index, reply in zip(untimed, batched):
-        generated[index] = {**reply, "reply_from": "batch"}
-    for index, reply in zip(subset, passes[0] if passes else []):
-        generated[index] = {**reply, "reply_from": "timed call"}
 
     replies = [g["reply"] for g in generated]
     scored = scoring.score_items(task, replies, golds)
@@ -322,13 +324,13 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
             "gold": [_gold_text(g) for g in golds],
             "tokens_generated": [g["tokens_generated"] for g in generated],
             "seconds": [g["seconds"] for g in generated],
-            "reply_from": [g["reply_from"] for g in generated],
+            "reply_from": engine.name,
             "hit_max_new_tokens": [g["tokens_generated"] >= config["max_new_tokens"] for g in generated],
         }
     )
     scored = scored.reset_index(drop=True)
     items = pd.concat([items, scored[[c for c in scored.columns if c not in items.columns]]], axis=1)
-    pass_seconds = [np.array([t["seconds"] for t in timed]) for timed in passes]
+    pass_seconds = [np.array([t["seconds"] for t in one_pass]) for one_pass in passes]
     tokens = np.array([t["tokens_generated"] for t in passes[0]] if passes else [], dtype=int)
     items["latency_s"] = np.nan
     if passes:
@@ -338,8 +340,10 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
         if passes:
             items.loc[subset, f"latency_s_pass{k + 1}"] = pass_seconds[k]
     items["latency_tokens"] = pd.array([pd.NA] * len(items), dtype="Int64")
+    items["latency_reply_same"] = pd.array([pd.NA] * len(items), dtype="boolean")
     if passes:
         items.loc[subset, "latency_tokens"] = tokens
+        items.loc[subset, "latency_reply_same"] = [t["reply"] == replies[i] for t, i in zip(passes[0], subset)]
     items["cluster"] = [item_cluster(task, row) for row in rows]
     items["chance"] = [get_task(task).scoring.chance(row) for row in rows]
     loglik_s = None
@@ -363,14 +367,20 @@ def _evaluate_task(model, tokenizer, info, config, identity, task, rows, chash, 
         "metrics": metrics,
         "parse_rate": metrics["corrected"]["parse_rate"],
         "latency": latency,
+        "eval_backend": engine.to_dict(),
         "throughput": {
             "batch_size": config["eval_batch_size"],
-            "items": len(untimed),
+            "engine": engine.name,
+            "items": len(items),
             "wall_s": batched_s,
-            "items_per_s": len(untimed) / batched_s if untimed and batched_s else None,
-            "tokens_generated_mean": float(items.loc[untimed, "tokens_generated"].mean()) if untimed else None,
-            "hit_max_new_tokens": float(items.loc[untimed, "hit_max_new_tokens"].mean()) if untimed else None,
+            "items_per_s": len(items) / batched_s if batched_s else None,
+            "tokens_generated_mean": float(items["tokens_generated"].mean()),
+            "hit_max_new_tokens": float(items["hit_max_new_tokens"].mean()),
         },
+        # timed replies (Transformers' generate(), batch 1) identical to the scored ones
+        "latency_reply_same_share": float(items.loc[subset, "latency_reply_same"].astype(float).mean())
+        if subset
+        else None,
         "memory": memory.result(),
         "memory_batched": memory_batched.result(),
         "timings": {"load_s": load_s, "generate_s": batched_s, "loglik_s": loglik_s},
