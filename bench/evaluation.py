@@ -8,8 +8,11 @@ copied at every step, the tokens all prompts start with are computed once (`shar
 and once few sequences remain each checks tokens drafted from its own text alongside its next
 one (`draft_tokens`). Variants: the same with the per-step copying cache (`DynamicCache`, as
 before), the same stopping once the first `\\boxed{}` closes (all the reference scoring
-reads), the same computing every prompt whole, and the same without drafts. Every variant is
-compared with the reference on the share of identical parsed answers.
+reads), the same computing every prompt whole, the same without drafts, and Transformers'
+continuous batching (`model.generate_batch`, greedy, prefix sharing: `eval_backend:
+transformers`). Every variant is compared with the reference on the share of identical parsed
+answers and replies; the two engines with each other round by round (`engine_verdict`), which
+says whether `eval_backend: auto` picks the faster one on this device.
 
 A size is a total item count split evenly over the three tasks (60: 20 per task). Batch-1
 timings do not depend on which other items are timed, so the reference protocol runs once
@@ -18,9 +21,11 @@ over the largest size's items and each size's reference time is the sum over its
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from peftlab.models.loading import load_model
+from peftlab.run.backends import choose_engine, generate_continuous
 from peftlab.run.generate import generate_batched, render_prompts, time_single
 from peftlab.tasks.boxed import extract_boxed, reference_extract_boxed
 from peftlab.tasks.registry import eval_messages, load_rows
@@ -40,7 +45,26 @@ VARIANTS = {  # name -> generate_batched keywords
     "batched_unshared_prefix": dict(stop_at_first_box=False, growing_cache=True, share_prefix=False),
     # one token per sequence and pass: no drafts checked alongside it
     "batched_no_drafts": dict(stop_at_first_box=False, growing_cache=True, draft_tokens=0),
+    # Transformers' continuous batching (`eval_backend: transformers`): paged cache, prefix sharing
+    "transformers_continuous": dict(engine="transformers"),
 }
+# The two engines `eval_backend: auto` chooses between, as benchmark variants.
+ENGINE_VARIANTS = {"peftlab": "batched", "transformers": "transformers_continuous"}
+
+
+def _decode(model, tokenizer, prompts, *, keywords: dict, **common) -> list[dict]:
+    """A variant's replies: Transformers' continuous batching for `engine="transformers"`,
+    else the batched decoder with the variant's keywords."""
+    keywords = dict(keywords)
+    if keywords.pop("engine", "peftlab") == "transformers":
+        return generate_continuous(model, tokenizer, prompts, **common)
+    return generate_batched(model, tokenizer, prompts, **common, **keywords)
+
+
+def median_range(values: list[float]) -> dict:
+    """Median and min-max of repeated measurements."""
+    ordered = sorted(values)
+    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "runs": list(values)}
 
 
 def split_items(total: int, tasks=TASKS) -> dict[str, int]:
@@ -96,9 +120,13 @@ def bench_eval(
     batch_size: int,
     max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS,
     variants: dict | None = None,
+    repeats: int = 1,
 ) -> dict[int, dict]:
     """One result per size: the reference protocol's items/s, each variant's, their ratio and
-    the share of identical parsed answers."""
+    the share of identical parsed answers. The variants run `repeats` rounds, interleaved
+    (every variant once per round, the order reversed every other round); a variant's wall
+    time is the median over its rounds, with the range. The reference protocol (batch 1, the
+    slowest by far) runs once."""
     variants = variants or VARIANTS
     model, tokenizer, info = load_model(base_model=base_model, dtype=dtype, device=device)
     largest = split_items(max(sizes))
@@ -131,32 +159,68 @@ def bench_eval(
             "variants": {},
             "goal": {"speedup": SPEEDUP_GOAL, "identical_parsed_share": IDENTICAL_GOAL},
         }
+        walls: dict[str, list[float]] = {name: [] for name in variants}
+        replies: dict[str, list[dict]] = {}
+        for round_index in range(repeats):
+            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+            for name in order:
+                keywords = variants[name]
+                # a short untimed call first: the first decoding after another pays set-up costs
+                _decode(model, tokenizer, subset[:1], keywords=keywords, max_new_tokens=4, batch_size=1, desc="warm-up")
+                started = time.perf_counter()
+                replies[name] = _decode(
+                    model,
+                    tokenizer,
+                    subset,
+                    keywords=keywords,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    desc=f"{name} ({total} items, round {round_index + 1}/{repeats})",
+                )
+                walls[name].append(time.perf_counter() - started)
         for name, keywords in variants.items():
-            # a short untimed call first: the first decoding after the batch-1 pass pays set-up costs
-            generate_batched(model, tokenizer, subset[:1], max_new_tokens=4, batch_size=1, desc="warm-up", **keywords)
-            started = time.perf_counter()
-            replies = generate_batched(
-                model,
-                tokenizer,
-                subset,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                desc=f"{name} ({total} items)",
-                **keywords,
-            )
-            wall = time.perf_counter() - started
-            agreement = compare(ref, replies)
+            wall = median_range(walls[name])
+            agreement = compare(ref, replies[name])
+            speedup = ref_s / wall["median"]
             result["variants"][name] = {
-                "generate_batched": keywords,
-                "wall_s": wall,
-                "items_per_s": total / wall,
-                "speedup": ref_s / wall,
+                "keywords": keywords,
+                "wall_s": wall["median"],
+                "wall_s_range": [wall["min"], wall["max"]],
+                "wall_s_runs": wall["runs"],
+                "items_per_s": total / wall["median"],
+                "items_per_s_range": [total / wall["max"], total / wall["min"]],
+                "speedup": speedup,
+                "speedup_range": [ref_s / wall["max"], ref_s / wall["min"]],
                 **agreement,
-                "tokens_generated": sum(r["tokens_generated"] for r in replies),
-                "goal_met": ref_s / wall >= SPEEDUP_GOAL and agreement["identical_parsed_share"] >= IDENTICAL_GOAL,
+                "tokens_generated": sum(r["tokens_generated"] for r in replies[name]),
+                "goal_met": speedup >= SPEEDUP_GOAL and agreement["identical_parsed_share"] >= IDENTICAL_GOAL,
             }
+        result["repeats"] = repeats
+        result["engines"] = engine_verdict(result["variants"], model)
         results[total] = result
     return results
+
+
+def engine_verdict(variants: dict, model) -> dict:
+    """The two engines side by side (when both ran): which was faster in every round, and what
+    `eval_backend: auto` chooses on this device."""
+    ours, theirs = (variants.get(ENGINE_VARIANTS[e]) for e in ("peftlab", "transformers"))
+    engine = choose_engine("auto", model)
+    verdict = {"auto_chooses": engine.name, "auto_reason": engine.reason, "device": str(model.device)}
+    if ours and theirs:
+        # paired per round: the batched decoder's speed over continuous batching's
+        ratios = [b / a for a, b in zip(ours["wall_s_runs"], theirs["wall_s_runs"])]
+        ratio = median_range(ratios)
+        ahead = "peftlab" if ratio["min"] > 1 else "transformers" if ratio["max"] < 1 else None
+        verdict.update(
+            {
+                "peftlab_over_transformers": ratio["median"],
+                "peftlab_over_transformers_range": [ratio["min"], ratio["max"]],
+                "ahead_in_every_round": ahead,
+                "auto_agrees": ahead is not None and ahead == engine.name,
+            }
+        )
+    return verdict
 
 
 def eval_summary(result: dict) -> dict:
@@ -175,8 +239,15 @@ def eval_summary(result: dict) -> dict:
             }
         )
     for name, variant in variants.items():
-        if name != "batched" and name.startswith("batched_"):
+        if name != "batched":
             tail = name.removeprefix("batched_")
             keys[f"eval_speedup_{tail}{sfx}"] = variant["speedup"]
+            keys[f"eval_speedup_{tail}_range{sfx}"] = variant["speedup_range"]
             keys[f"eval_identical_share_{tail}{sfx}"] = variant["identical_parsed_share"]
+            keys[f"eval_identical_reply_share_{tail}{sfx}"] = variant["identical_reply_share"]
+    if "batched" in variants:
+        keys[f"eval_speedup_range{sfx}"] = variants["batched"]["speedup_range"]
+        keys[f"eval_items_per_s{sfx}"] = {name: v["items_per_s"] for name, v in variants.items()}
+    keys[f"eval_engines{sfx}"] = result.get("engines")
+    keys["eval_repeats"] = result.get("repeats", 1)
     return keys

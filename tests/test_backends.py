@@ -124,3 +124,29 @@ def test_the_engine_is_part_of_an_evaluations_identity(tmp_path):
 def test_auto_takes_the_library_on_a_gpu():
     model, _, _ = load_model(base_model="tiny", dtype="float32", device="cuda")
     assert "cuda" not in PEFTLAB_AHEAD and choose_engine("auto", model).name == "transformers"
+
+
+def test_the_benchmark_sets_both_engines_side_by_side_round_by_round():
+    """`bench/benchmark.py --only eval`'s continuous-batching variant: items/s with its range over
+    interleaved rounds, the identical-reply share, and whether `auto` picks the faster engine."""
+    import sys
+
+    from peftlab.core.paths import repo_root
+
+    sys.path.insert(0, str(repo_root()))
+    from bench.evaluation import VARIANTS, bench_eval, eval_summary
+
+    variants = {name: VARIANTS[name] for name in ("batched", "transformers_continuous")}
+    result = bench_eval(
+        base_model="tiny", sizes=[3], device="cpu", dtype="float32", batch_size=2, max_new_tokens=6,
+        variants=variants, repeats=2,
+    )[3]  # fmt: skip
+    continuous = result["variants"]["transformers_continuous"]
+    assert len(continuous["wall_s_runs"]) == 2 and continuous["identical_reply_share"] == 1.0
+    low, high = continuous["items_per_s_range"]
+    assert low <= continuous["items_per_s"] <= high
+    engines = result["engines"]
+    assert engines["auto_chooses"] == "peftlab" and len(engines["peftlab_over_transformers_range"]) == 2
+    summary = eval_summary(result)
+    assert summary["eval_identical_reply_share_transformers_continuous_3"] == 1.0
+    assert set(summary["eval_items_per_s_3"]) == set(variants) and summary["eval_engines_3"] is engines
