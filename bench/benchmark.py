@@ -14,8 +14,10 @@ Runs on one machine in one process and writes JSON under outputs/bench/ with a s
               labelled positions projected, packed dropout masks on a CPU, the embedding's
               gradient added in place), the project's with each lever undone, both layouts
               `auto` chooses between, and bf16 autocast;
-              same rows, same optimizer steps, full FT and LoRA: tokens/s, final-loss
-              difference, peak memory, MFU
+              same rows, same optimizer steps, full FT and LoRA, in --train-repeats rounds
+              (every layout once per round, rounds interleaved): each round's tokens/s over
+              the same round's reference run, median and range; final-loss difference, peak
+              memory, MFU, and per lever whether it pays (its whole range above 1.0)
   demo        the demo study's wall time and items per task from its records, if they are
               complete and as new as the code (else the summary says why not)
   prefix      at the demo's evaluation settings: batched scoring with the prompts' shared
@@ -27,6 +29,7 @@ Runs on one machine in one process and writes JSON under outputs/bench/ with a s
 
     .venv/bin/python bench/benchmark.py                          # everything (an hour or more on 2 CPU cores)
     .venv/bin/python bench/benchmark.py --only eval --eval-items 6 --eval-max-new-tokens 32   # a quick check
+    .venv/bin/python bench/benchmark.py --only train --train-repeats 3   # the training part (about an hour on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ from bench.common import OUT, matmul_peak  # noqa: E402
 from bench.evaluation import REFERENCE_MAX_NEW_TOKENS, VARIANTS, bench_eval, eval_summary  # noqa: E402
 from bench.prefix import bench_prefix, prefix_summary  # noqa: E402
 from bench.scale import METHODS as SCALE_METHODS  # noqa: E402
+from bench.scale import MIN_NEW_TOKENS as SCALE_MIN_NEW_TOKENS  # noqa: E402
 from bench.scale import bench_scale, scale_summary  # noqa: E402
 from bench.study_runs import demo_summary, expected_records  # noqa: E402
+from bench.training import REPEATS as TRAIN_REPEATS  # noqa: E402
 from bench.training import bench_train, train_summary  # noqa: E402
 from peftlab.config import resolve_config  # noqa: E402
 from peftlab.core.files import write_json  # noqa: E402
@@ -57,6 +62,24 @@ PARTS = ("matmul", "eval", "train", "demo", "prefix", "scale", "cuda")
 
 def _record(device: str, result: dict) -> dict:
     return {"kind": "bench", "status": "ok", "meta": run_metadata(device), **result}
+
+
+def _int_at_least(minimum: int, why: str):
+    """An argparse type: an integer of at least `minimum`; a smaller one is refused, saying `why`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ({why}), got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse's message for a non-integer names the type: "invalid int value"
+    return parse
+
+
+def _figure(value: float | None, spec: str) -> str:
+    """`value` formatted by `spec`, or n/a for a figure that was not measured."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def run_eval(args, summary: dict, eval_batch: int) -> None:
@@ -79,19 +102,38 @@ def run_eval(args, summary: dict, eval_batch: int) -> None:
         print(f"eval, {total} items: reference {result['reference']['items_per_s']:.3f} items/s; {line}")
 
 
-def run_train(args, summary: dict, peaks: dict) -> None:
+def run_train(args, summary: dict, peaks: dict) -> list[str]:
+    """The train part; returns its failed runs (none when every run ran)."""
+
+    def write(result):  # after each round: a run cut short by a time limit keeps what it measured
+        write_json(OUT / "train.json", _record("cpu", result))
+
     result = bench_train(
-        base_model=args.base_model, n_train=args.train_rows, device="cpu", dtype="float32", peaks=peaks
+        base_model=args.base_model,
+        n_train=args.train_rows,
+        device="cpu",
+        dtype="float32",
+        peaks=peaks,
+        repeats=args.train_repeats,
+        progress=write,
     )
-    write_json(OUT / "train.json", _record("cpu", result))
     summary.update(train_summary(result))
-    for method, r in result.items():
-        layouts = ", ".join(
-            f"{name} {v['speedup']:.2f}x / loss {100 * v['final_loss_rel_diff']:+.2f} % / "
-            f"{v['peak_memory_gb'] or 0:.1f} GB"
-            for name, v in r["layouts"].items()
-        )
-        print(f"train {method} vs reference: {layouts}; fastest with the same loss: {r['fastest_loss_equivalent']}")
+    print(f"train on {result['cpu_model']}, {result['rounds_done']} round(s), each against its round's reference:")
+    for method, r in result["methods"].items():
+        print(f"train {method}: layout, median speedup (min-max), final-loss difference, peak memory")
+        for name, v in r["layouts"].items():
+            print(
+                f"  {name:<27} {_figure(v['speedup'], '.2f')}x "
+                f"({_figure(v['speedup_min'], '.2f')}-{_figure(v['speedup_max'], '.2f')}), "
+                f"loss {_figure(v['final_loss_rel_diff'], '.2%')}, "
+                f"{_figure(v['peak_memory_gb'], '.1f')} GB" + (f" (same as {v['same_as']})" if "same_as" in v else "")
+            )
+        for lever, v in r["levers"].items():
+            print(f"  lever {lever} ({v['layout']} undone): {v['verdict']}")
+        print(f"  fastest with the same loss: {r['fastest_loss_equivalent']}")
+    for failure in result["failures"]:
+        print(f"train failed: {failure}")
+    return [f"train {failure}" for failure in result["failures"]]
 
 
 def run_demo(summary: dict) -> None:
@@ -137,7 +179,8 @@ def run_prefix(args, summary: dict) -> None:
     print(f"prefix, demo settings ({demo['n_eval']} items per task): {result['speedup']:.2f}x; {tasks}")
 
 
-def run_scale(args, summary: dict) -> None:
+def run_scale(args, summary: dict) -> list[str]:
+    """The scale part; returns its failed methods (none when every method ran)."""
     device = "cuda" if args.scale_device == "auto" and torch.cuda.is_available() else args.scale_device
     device = "cpu" if device == "auto" else device
     methods = {m: SCALE_METHODS[m] for m in args.scale_methods} if args.scale_methods else None
@@ -158,8 +201,10 @@ def run_scale(args, summary: dict) -> None:
     )
     write(result)
     summary["scale"] = scale_summary(result)
+    failures = []
     for name, run in result["runs"].items():
         if run["status"] != "ok":
+            failures.append(f"scale {name}: {run['error']['type']}")
             print(f"scale {name}: failed ({run['error']['type']}: {run['error']['message'][:200]})")
             continue
         t = run["train"]
@@ -168,6 +213,7 @@ def run_scale(args, summary: dict) -> None:
             f"scale {name}: {t['optimizer_steps']} step(s), {t['s_per_step']:.1f} s/step, "
             f"{t['tokens_per_s']:.0f} tokens/s, peak {t['peak_memory_gb']:.2f} GB; decode {decode}"
         )
+    return failures
 
 
 def run_cuda(args, summary: dict, eval_batch: int) -> None:
@@ -228,13 +274,27 @@ def main(argv: list[str] | None = None) -> int:
         help="the batched variants measured against the reference protocol (default: all)",
     )
     parser.add_argument("--train-rows", type=int, default=64, help="rows in the training benchmark")
+    parser.add_argument(
+        "--train-repeats",
+        type=_int_at_least(1, "every layout runs once per round"),
+        default=TRAIN_REPEATS,
+        metavar="N",
+        help="rounds of the training benchmark, interleaved (every layout once per round); speedups are "
+        f"medians of each round's ratio to its reference run (default {TRAIN_REPEATS})",
+    )
     scale = parser.add_argument_group("scale", "defaults per device: bench/scale.py DEFAULTS")
     scale.add_argument("--scale-device", choices=("auto", "cpu", "cuda"), default="auto")
     scale.add_argument("--scale-methods", nargs="+", choices=tuple(SCALE_METHODS), default=None)
     scale.add_argument("--scale-rows", type=int, default=None, help="training rows (steps = rows / batch)")
     scale.add_argument("--scale-batch", type=int, default=None, help="training batch")
     scale.add_argument("--scale-max-length", type=int, default=None, help="longest training row (tokens)")
-    scale.add_argument("--scale-new-tokens", type=int, default=None, help="tokens decoded per prompt")
+    scale.add_argument(
+        "--scale-new-tokens",
+        type=_int_at_least(SCALE_MIN_NEW_TOKENS, "fewer leave no decode step to time"),
+        default=None,
+        help=f"tokens decoded per prompt (at least {SCALE_MIN_NEW_TOKENS}: the first follows the prefill, "
+        "the last ends the reply unseen, so the step timed lies between)",
+    )
     scale.add_argument("--scale-eval-batch", type=int, default=None, help="the larger decode batch")
     scale.add_argument("--scale-keep-models", action="store_true", help="keep the merged models on disk")
     args = parser.parse_args(argv)
@@ -255,20 +315,24 @@ def main(argv: list[str] | None = None) -> int:
 
     if "eval" in parts:
         run_eval(args, summary, eval_batch)
+    failures = []  # of the train and scale parts: reported, and the exit status is 1
     if "train" in parts:
-        run_train(args, summary, peak["flops"])
+        failures += run_train(args, summary, peak["flops"])
     if "demo" in parts:
         run_demo(summary)
     if "prefix" in parts:
         run_prefix(args, summary)
     if "scale" in parts:
-        run_scale(args, summary)
+        failures += run_scale(args, summary)
     if "cuda" in parts:
         run_cuda(args, summary, eval_batch)
 
     summary["versions"] = package_versions()
     write_json(summary_path, summary)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=1))
+    if failures:
+        print(f"benchmark: {len(failures)} failed: " + "; ".join(failures), file=sys.stderr)
+        return 1
     return 0
 
 

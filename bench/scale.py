@@ -37,6 +37,10 @@ DEFAULTS = {
     "cuda": dict(dtype="bfloat16", n_train=16, batch_size=8, max_length=1024, new_tokens=32, eval_batch=None),
     "cpu": dict(dtype="float32", n_train=4, batch_size=2, max_length=256, new_tokens=16, eval_batch=4),
 }
+# The fewest new tokens that time a decode step: the clock's first stamp follows the prefill
+# and the last token ends the reply unseen (StepClock), so the step from token 1 to token 2 is
+# timed only when a third token follows.
+MIN_NEW_TOKENS = 3
 
 
 class StepClock:
@@ -203,6 +207,10 @@ def bench_scale(
     ):
         if value is not None:
             sizes[key] = value
+    if sizes["new_tokens"] < MIN_NEW_TOKENS:
+        raise ValueError(
+            f"new_tokens must be at least {MIN_NEW_TOKENS} to time a decode step, got {sizes['new_tokens']}"
+        )
     if sizes["eval_batch"] is None:
         sizes["eval_batch"] = resolve_config()["eval_batch_size"]
     runs = {}

@@ -1,4 +1,4 @@
-"""The benchmark's helpers on hand-made inputs, and its prefix and training parts on the tiny model."""
+"""The benchmark's helpers on hand-made inputs, and its prefix, training and scale parts on the tiny model."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ sys.path.insert(0, str(repo_root()))
 
 from bench import study_runs  # noqa: E402
 from bench.evaluation import _item_positions, compare, eval_summary, size_suffix, split_items  # noqa: E402
-from bench.scale import StepClock, scale_summary, time_decode  # noqa: E402
-from bench.training import compare_layouts  # noqa: E402
+from bench.scale import MIN_NEW_TOKENS, StepClock, bench_scale, scale_summary, time_decode  # noqa: E402
+from bench.training import compare_layouts, compare_levers, lever_verdict, round_order, train_summary  # noqa: E402
 
 
 def test_sizes_split_evenly_over_the_tasks_and_name_their_keys():
@@ -59,21 +59,192 @@ def test_agreement_reads_the_first_box_as_the_reference_scoring_does():
     assert agreement["differing_items"] == [2]
 
 
-def test_layouts_compared_with_the_reference_and_the_fastest_equivalent_found():
+def test_layouts_compared_round_by_round_with_the_same_rounds_reference():
+    # the machine slows down in round 2: every layout's speed falls, its paired ratio does not
     runs = {
-        "reference": {"tokens_per_s": 100.0, "final_loss": 1.00, "memory": {"peak_rss_gb": 2.0, "label": "rss"}},
-        "project": {"tokens_per_s": 90.0, "final_loss": 1.01, "memory": {"peak_rss_gb": 9.0}},
-        "batch1_accum8": {"tokens_per_s": 130.0, "final_loss": 0.995, "memory": {"peak_rss_gb": 2.5}},
-        "project_bf16": {"tokens_per_s": 200.0, "final_loss": 1.05, "memory": {"peak_reserved_gb": 4.0}},
+        "reference": {
+            "tokens_per_s": [100.0, 50.0, 80.0],
+            "final_loss": 1.00,
+            "memory": {"peak_rss_gb": 2.0, "label": "rss"},
+        },
+        "project": {"tokens_per_s": [150.0, 80.0, 100.0], "final_loss": 1.01, "memory": {"peak_rss_gb": 9.0}},
+        "batch1_accum8": {"tokens_per_s": [130.0, None, 96.0], "final_loss": 0.995, "memory": {"peak_rss_gb": 2.5}},
+        "project_bf16": {
+            "tokens_per_s": [200.0, 100.0, 160.0],
+            "final_loss": 1.05,
+            "memory": {"peak_reserved_gb": 4.0},
+        },
     }
     result = compare_layouts(runs)
     layouts = result["layouts"]
-    assert layouts["reference"]["speedup"] == 1.0 and layouts["reference"]["final_loss_rel_diff"] == 0
-    assert layouts["project"]["speedup"] == pytest.approx(0.9)
-    assert layouts["project"]["loss_equivalent"] and not layouts["project_bf16"]["loss_equivalent"]
-    assert layouts["project_bf16"]["peak_memory_gb"] == 4.0 and layouts["project"]["peak_memory_gb"] == 9.0
-    assert result["fastest_loss_equivalent"] == "batch1_accum8"
-    assert result["fastest_loss_equivalent_speedup"] == pytest.approx(1.3)
+    assert layouts["reference"]["speedups"] == [1.0, 1.0, 1.0] and layouts["reference"]["final_loss_rel_diff"] == 0
+    project = layouts["project"]
+    assert project["speedups"] == pytest.approx([1.5, 1.6, 1.25])
+    assert (project["speedup"], project["speedup_min"], project["speedup_max"]) == pytest.approx((1.5, 1.25, 1.6))
+    assert project["tokens_per_s"] == [150.0, 80.0, 100.0]
+    # a failed round (None) has no ratio; the median and range are over the rounds that ran
+    assert layouts["batch1_accum8"]["speedups"] == pytest.approx([1.3, None, 1.2])
+    assert layouts["batch1_accum8"]["speedup"] == pytest.approx(1.25)
+    assert project["loss_equivalent"] and not layouts["project_bf16"]["loss_equivalent"]
+    assert layouts["project_bf16"]["peak_memory_gb"] == 4.0 and project["peak_memory_gb"] == 9.0
+    # the fastest by median among the layouts with the reference's loss
+    assert result["fastest_loss_equivalent"] == "project"
+    assert result["fastest_loss_equivalent_speedup"] == pytest.approx(1.5)
+
+
+def test_a_lever_pays_only_when_its_whole_range_lies_above_one():
+    pays = lever_verdict([1.2, 1.1, 1.3])
+    assert pays["pays"] and (pays["median"], pays["min"], pays["max"]) == pytest.approx((1.2, 1.1, 1.3))
+    assert pays["verdict"] == "pays (median 1.20×, range 1.10–1.30×)"
+    straddles = lever_verdict([1.08, 0.97, 1.02])
+    assert not straddles["pays"] and straddles["median"] == pytest.approx(1.02)
+    assert straddles["verdict"].startswith("does not pay on this machine: range includes 1.0")
+    assert not lever_verdict([1.3, 1.0, 1.2])["pays"]  # a round at exactly 1.0 is in the range
+    costs = lever_verdict([0.9, 0.8, None])
+    assert not costs["pays"] and costs["verdict"].startswith("costs: median 0.85×") and costs["n"] == 2
+    assert lever_verdict([None, None])["verdict"].startswith("not measured")
+
+
+def test_levers_compare_the_project_with_each_lever_undone_round_by_round():
+    project = {"tokens_per_s": [120.0, 90.0, 110.0]}
+    runs = {
+        "project": project,
+        "project_checkpointed": {"tokens_per_s": [100.0, 60.0, 100.0]},  # 1.2, 1.5, 1.1: pays
+        "project_all_positions": {"tokens_per_s": [110.0, 95.0, 100.0]},  # 1.09, 0.95, 1.1: not
+        "project_bernoulli_masks": {**project, "same_as": "project"},  # full FT: no adapter dropout
+    }
+    levers = compare_levers(runs)
+    assert levers["no_gradient_checkpointing"]["ratios"] == pytest.approx([1.2, 1.5, 1.1])
+    assert levers["no_gradient_checkpointing"]["pays"] and not levers["labelled_positions_only"]["pays"]
+    assert "range includes 1.0" in levers["labelled_positions_only"]["verdict"]
+    assert levers["packed_dropout_masks"]["acts"] is False
+    assert "embedding_grad_in_place" not in levers  # its layout was not run
+
+
+def _fake_training(calls: list, tokens_per_s, fail=(), final_loss=lambda method, name, round_number: 1.0):
+    """A stand-in for one training run: notes (method, layout, round) and returns
+    tokens_per_s(method, layout, round) and final_loss(...); raises for the (method, layout,
+    round) in `fail`."""
+
+    def train_once(*, method, name, **kwargs):
+        round_number = 1 + sum(call[:2] == (method, name) for call in calls)
+        calls.append((method, name, round_number))
+        if (method, name, round_number) in fail:
+            raise RuntimeError("out of memory")
+        return {
+            "status": "ok",
+            "layout": {"name": name},
+            "train_s": 1.0,
+            "tokens": 100,
+            "tokens_per_s": tokens_per_s(method, name, round_number),
+            "optimizer_steps": 1,
+            "loss_curve": [2.0, 1.0],
+            "final_loss": final_loss(method, name, round_number),
+            "mfu": 0.1,
+            "memory": {"peak_rss_gb": 1.0, "label": "rss"},
+            "bf16_autocast": False,
+        }
+
+    return train_once
+
+
+def test_training_rounds_interleave_with_the_variants_order_alternating(monkeypatch):
+    from bench import training
+
+    calls, progress = [], []
+    drift = {1: 1.0, 2: 0.5, 3: 0.8}  # the machine's speed in each round
+    base = {"reference": 100.0, "project": 150.0, "project_checkpointed": 120.0, "batch1_accum8": 150.0}
+
+    def moved_loss(method, name, round_number):  # noted: training should be deterministic
+        return 1.001 if (name, round_number) == ("project_checkpointed", 3) else 1.0
+
+    fake = _fake_training(calls, lambda method, name, r: base[name] * drift[r], final_loss=moved_loss)
+    monkeypatch.setattr(training, "_train_once", fake)
+    names = ("reference", "project", "project_checkpointed", "batch1_accum8")
+    result = training.bench_train(
+        base_model="tiny",
+        n_train=8,
+        device="cpu",
+        dtype="float32",
+        peaks={},
+        layouts={k: training.LAYOUTS[k] for k in names},
+        methods=("lora",),
+        repeats=3,
+        progress=lambda r: progress.append((r["rounds_done"], r["complete"])),
+    )
+    # batch1_accum8 is the project's layout on a CPU: run once per round, under the project's name
+    forward = ["reference", "project", "project_checkpointed"]
+    backward = ["reference", "project_checkpointed", "project"]
+    expected = [(n, 1) for n in forward] + [(n, 2) for n in backward] + [(n, 3) for n in forward]
+    assert [(name, r) for _, name, r in calls] == expected
+    assert round_order(["reference", "a", "b", "c"], 1) == ["reference", "c", "b", "a"]
+    assert progress == [(1, False), (2, False), (3, True)]
+    lora = result["methods"]["lora"]
+    assert lora["runs"]["project"]["tokens_per_s"] == [150.0, 75.0, 120.0]
+    assert lora["layouts"]["project"]["speedups"] == pytest.approx([1.5, 1.5, 1.5])  # the drift cancels
+    assert lora["layouts"]["batch1_accum8"]["same_as"] == "project"
+    assert lora["levers"]["no_gradient_checkpointing"]["verdict"] == "pays (median 1.25×, range 1.25–1.25×)"
+    assert lora["runs"]["project"]["final_loss_identical_across_rounds"]
+    checkpointed = lora["runs"]["project_checkpointed"]
+    assert not checkpointed["final_loss_identical_across_rounds"] and checkpointed["final_loss"] == 1.0  # round 1's
+    assert checkpointed["final_loss_per_round"] == [1.0, 1.0, 1.001]
+    summary = train_summary(result)
+    assert summary["train_speedup_lora"] == pytest.approx(1.5) and summary["train_repeats"] == 3
+    assert summary["train_speedup_lora_range"] == pytest.approx([1.5, 1.5])
+    assert summary["train_levers"]["lora"]["no_gradient_checkpointing"]["pays"] is True
+    assert summary["train_goal_met"] == {"lora": True} and summary["train_failures"] == []
+    assert summary["train_final_loss_identical_across_rounds"] == {"lora": False}
+    assert isinstance(summary["cpu_model"], str) and summary["cpu_model"]
+
+
+def _peak(device, **kwargs):
+    return {"size": 1, "threads": 1, "flops": {"float32": 1e11, "bfloat16": 1e11}}
+
+
+@pytest.fixture
+def bench_main(tmp_path, monkeypatch):
+    """bench/benchmark.py's main() writing into tmp_path, with a stand-in matmul peak."""
+    from bench import benchmark, training
+
+    monkeypatch.setattr(benchmark, "OUT", tmp_path)
+    monkeypatch.setattr(training, "OUT", tmp_path)
+    monkeypatch.setattr(benchmark, "matmul_peak", _peak)
+    return benchmark
+
+
+def test_a_failed_training_run_is_recorded_and_the_exit_status_is_1(bench_main, tmp_path, monkeypatch, capsys):
+    from bench import training
+
+    calls = []
+    fail = {("lora", "project_checkpointed", 2)}
+    monkeypatch.setattr(training, "_train_once", _fake_training(calls, lambda m, name, r: 100.0 + r, fail))
+    monkeypatch.setattr(
+        training, "LAYOUTS", {k: training.LAYOUTS[k] for k in ("reference", "project", "project_checkpointed")}
+    )
+    assert bench_main.main(["--only", "train", "--train-repeats", "2"]) == 1
+    assert len(calls) == 12  # the other runs still ran
+    assert "lora project_checkpointed round 2: RuntimeError" in capsys.readouterr().err
+    written = json.loads((tmp_path / "train.json").read_text())
+    lora = written["methods"]["lora"]
+    assert lora["runs"]["project_checkpointed"]["errors"] == [
+        {"round": 2, "type": "RuntimeError", "message": "out of memory"}
+    ]
+    assert lora["layouts"]["project_checkpointed"]["speedups"] == [1.0, None]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_failures"] == ["lora project_checkpointed round 2: RuntimeError: out of memory"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "train", "--train-repeats", "0"], "argument --train-repeats: must be at least 1"),
+        (["--only", "scale", "--scale-new-tokens", "2"], "argument --scale-new-tokens: must be at least 3"),
+    ],
+)
+def test_too_few_repeats_or_new_tokens_are_refused_up_front(bench_main, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench_main.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_step_clock_times_prefill_and_decode_steps():
@@ -111,30 +282,53 @@ def test_scale_decoding_writes_one_token_per_step():
     assert result["decode_steps"] == 38
 
 
+def test_scale_decoding_times_a_step_from_its_minimum_of_new_tokens():
+    from peftlab.models.loading import load_model
+
+    model, tokenizer, _ = load_model(base_model="tiny", dtype="float32", device="cpu")
+    timed = time_decode(model, tokenizer, ["Hi"], new_tokens=MIN_NEW_TOKENS)
+    assert timed["decode_steps"] == 1 and timed["decode_s_per_token"] > 0
+    # one token fewer: the first follows the prefill, the last is never stamped, no step between
+    assert time_decode(model, tokenizer, ["Hi"], new_tokens=MIN_NEW_TOKENS - 1)["decode_s_per_token"] is None
+    with pytest.raises(ValueError, match="at least 3"):
+        bench_scale(device="cpu", new_tokens=MIN_NEW_TOKENS - 1)
+
+
+SCALE_RUN_OK = {
+    "status": "ok",
+    "train": {
+        "optimizer_steps": 2,
+        "s_per_step": 2.0,
+        "tokens_per_s": 50.0,
+        "peak_memory_gb": 3.0,
+        "memory": {"label": "rss"},
+        "trainable_params": 10,
+    },
+    "decode": {
+        "batch_1": {"decode_s_per_token": 0.1, "decode_s_per_step": 0.1},
+        "batch_4": {"decode_s_per_token": 0.05, "decode_s_per_step": 0.2},
+    },
+}
+SCALE_RUN_FAILED = {"status": "failed", "error": {"type": "OutOfMemoryError", "message": "CUDA out of memory"}}
+
+
+def _scale_result(runs: dict) -> dict:
+    return {"base_model": "random:qwen3-0.6b", "device": "cpu", "sizes": {"dtype": "float32"}, "runs": runs}
+
+
 def test_scale_summary_keeps_failed_methods_named():
-    run = {
-        "status": "ok",
-        "train": {
-            "s_per_step": 2.0,
-            "tokens_per_s": 50.0,
-            "peak_memory_gb": 3.0,
-            "memory": {"label": "rss"},
-            "trainable_params": 10,
-        },
-        "decode": {
-            "batch_1": {"decode_s_per_token": 0.1, "decode_s_per_step": 0.1},
-            "batch_4": {"decode_s_per_token": 0.05, "decode_s_per_step": 0.2},
-        },
-    }
-    result = {
-        "base_model": "random:qwen3-0.6b",
-        "device": "cpu",
-        "sizes": {"dtype": "float32"},
-        "runs": {"lora-r256": run, "full": {"status": "failed", "error": {"type": "OutOfMemoryError"}}},
-    }
-    summary = scale_summary(result)
+    summary = scale_summary(_scale_result({"lora-r256": SCALE_RUN_OK, "full": SCALE_RUN_FAILED}))
     assert summary["lora-r256"]["decode_s_per_token_batch_4"] == 0.05
     assert summary["full"] == {"status": "failed", "error": "OutOfMemoryError"}
+
+
+def test_the_exit_status_is_1_when_a_scale_method_fails(bench_main, monkeypatch, capsys):
+    runs = {"lora-r256": SCALE_RUN_OK, "full": SCALE_RUN_FAILED}
+    monkeypatch.setattr(bench_main, "bench_scale", lambda **kwargs: _scale_result(runs))
+    assert bench_main.main(["--only", "scale"]) == 1
+    assert "1 failed: scale full: OutOfMemoryError" in capsys.readouterr().err
+    monkeypatch.setattr(bench_main, "bench_scale", lambda **kwargs: _scale_result({"lora-r256": SCALE_RUN_OK}))
+    assert bench_main.main(["--only", "scale"]) == 0
 
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -275,7 +469,9 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
         peaks={"float32": 1e11, "bfloat16": 1e11},
         layouts={k: training.LAYOUTS[k] for k in names},
         methods=("full", "lora"),
+        repeats=1,
     )
+    result = result["methods"]
     runs = result["lora"]["runs"]
     # on a CPU the project's layout is one row at a time, 8 per optimizer step, packed dropout masks
     assert runs["project"]["layout"] == {
@@ -301,6 +497,7 @@ def test_training_layouts_that_auto_resolves_alike_are_measured_once(tmp_path, m
     assert "same_as" not in full["project_autograd_embedding"] and "same_as" not in full["reference"]
     assert runs["project_autograd_embedding"]["same_as"] == "project"
     assert seen == [True, False, False, False]  # embedding trains? full: project; LoRA: reference, project, masks
+    assert all(run["tokens_per_s"][0] > 0 and not run["errors"] for run in runs.values())
 
 
 def test_learning_check_compares_each_run_with_the_untuned_base_on_its_training_task(tmp_path):
