@@ -91,15 +91,35 @@ def run_eval(args, summary: dict, eval_batch: int) -> None:
         batch_size=eval_batch,
         max_new_tokens=args.eval_max_new_tokens,
         variants={name: VARIANTS[name] for name in args.eval_variants},
+        repeats=args.eval_repeats,
     )
     for total, result in results.items():
         write_json(OUT / f"eval-{total}.json", _record("cpu", result))
         summary.update(eval_summary(result))
-        line = ", ".join(
-            f"{name} {v['speedup']:.2f}x ({100 * v['identical_parsed_share']:.1f} % identical parsed)"
-            for name, v in result["variants"].items()
+        print_eval(result)
+
+
+def print_eval(result: dict) -> None:
+    """One size's table: items/s (median, range over the rounds), speedup, identical shares."""
+    reference = result["reference"]
+    print(
+        f"eval, {result['items']} items, {result['repeats']} round(s): reference {reference['items_per_s']:.3f} items/s"
+    )
+    print(f"  {'variant':<28}{'items/s (range)':>26}{'speedup':>9}{'parsed same':>13}{'reply same':>12}")
+    for name, v in result["variants"].items():
+        low, high = v["items_per_s_range"]
+        print(
+            f"  {name:<28}{v['items_per_s']:>9.3f} ({low:.3f}-{high:.3f}){v['speedup']:>8.2f}x"
+            f"{100 * v['identical_parsed_share']:>12.1f}%{100 * v['identical_reply_share']:>11.1f}%"
         )
-        print(f"eval, {total} items: reference {result['reference']['items_per_s']:.3f} items/s; {line}")
+    engines = result["engines"]
+    if "peftlab_over_transformers" in engines:
+        low, high = engines["peftlab_over_transformers_range"]
+        print(
+            f"  batched decoder / continuous batching: {engines['peftlab_over_transformers']:.2f}x "
+            f"({low:.2f}-{high:.2f}); ahead in every round: {engines['ahead_in_every_round'] or 'neither'}"
+        )
+    print(f"  eval_backend auto chooses {engines['auto_chooses']} on {engines['device']}: {engines['auto_reason']}")
 
 
 def run_train(args, summary: dict, peaks: dict) -> list[str]:
@@ -272,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=tuple(VARIANTS),
         default=list(VARIANTS),
         help="the batched variants measured against the reference protocol (default: all)",
+    )
+    parser.add_argument(
+        "--eval-repeats",
+        type=_int_at_least(1, "every variant runs once per round"),
+        default=1,
+        help="interleaved rounds of the eval variants (median and range); the reference runs once",
     )
     parser.add_argument("--train-rows", type=int, default=64, help="rows in the training benchmark")
     parser.add_argument(

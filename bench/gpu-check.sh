@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu-check.sh OUTDIR: the project's GPU check, one command, at most 8 minutes on one NVIDIA GPU.
+# bench/gpu-check.sh OUTDIR: the project's GPU check, one command, at most 10 minutes on one NVIDIA GPU.
 #
 # What it runs (from the project root, whatever the current directory):
 #   1. nvidia-smi and the package versions                  -> OUTDIR/nvidia-smi.txt, gpu.json, versions.json
@@ -11,8 +11,12 @@
 #   3. the smoke study (every code path of the study on the tiny model) through the workflow,
 #      `python -m peftlab.study run smoke --profile profiles/local`, in a fresh project folder
 #      so that no earlier (CPU) record is reused           -> OUTDIR/smoke-summary.json, smoke.log
-# OUTDIR/status.txt lists each step's exit status. Steps are capped by SCALE_TIMEOUT (240 s)
-# and STUDY_TIMEOUT (210 s); a failed step does not stop the next one.
+#   4. one evaluation through each evaluation engine (eval_backend: peftlab, transformers, auto)
+#      on random:qwen3-0.6b in bf16, 32 items per task, 64 new tokens (python -m bench.engines):
+#      each engine's wall time and items/s, identical replies, what auto chooses on the GPU
+#                                                           -> OUTDIR/engines.json, engines.log
+# OUTDIR/status.txt lists each step's exit status. Steps are capped by SCALE_TIMEOUT (240 s),
+# STUDY_TIMEOUT (210 s) and ENGINES_TIMEOUT (120 s); a failed step does not stop the next one.
 #
 # Exit status: 0 all steps ran; 1 a step failed or timed out; 2 no GPU visible (nvidia-smi
 # missing or listing no GPU, or PyTorch without CUDA); 3 a Python package is missing and no
@@ -50,7 +54,8 @@
 #     smallest sizes (1 row, batch 1, 3 new tokens: the fewest that time a decode step, decode
 #     batch 2) on the `tiny` model with every rank capped at 16: the model and the ranks have no
 #     flag, so a short Python launcher sets them and then runs bench/benchmark.py as a script;
-#   - runs the smoke study unchanged (it is the tiny model already), on the CPU.
+#   - runs the smoke study unchanged (it is the tiny model already), on the CPU;
+#   - times the engines on the `tiny` model in float32, 2 items per task, 4 new tokens.
 # About two to five minutes on a CPU; allow for it with SCALE_TIMEOUT and STUDY_TIMEOUT.
 set -uo pipefail
 
@@ -64,6 +69,7 @@ else PY="python3"; fi
 NVIDIA_SMI="${NVIDIA_SMI:-nvidia-smi}"
 SCALE_TIMEOUT="${SCALE_TIMEOUT:-240}"
 STUDY_TIMEOUT="${STUDY_TIMEOUT:-210}"
+ENGINES_TIMEOUT="${ENGINES_TIMEOUT:-120}"
 REHEARSAL="${GPU_CHECK_REHEARSAL:-0}"
 
 # The project's dependencies that the check needs: all but PyTorch (the GPU machine's own),
@@ -191,6 +197,7 @@ cd "$ROOT" || die 1 "cannot enter $ROOT"
 SCALE_PY=("$PY")
 SCALE_DEVICE=cuda
 SCALE_SIZES=()
+ENGINES_ARGS=(--device cuda --dtype bfloat16)
 if [[ "$REHEARSAL" == 1 ]]; then
     # bench/benchmark.py has no flag for the scale part's model or ranks: set them, then run it as a script
     SCALE_PY=("$PY" -c '
@@ -204,6 +211,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 ')
     SCALE_DEVICE=cpu
     SCALE_SIZES=(--scale-rows 1 --scale-batch 1 --scale-max-length 256 --scale-new-tokens 3 --scale-eval-batch 2)
+    ENGINES_ARGS=(--device cpu --dtype float32 --base-model tiny --n-eval 2 --max-new-tokens 4)
 fi
 scale() {
     timeout -k 15 "$SCALE_TIMEOUT" "${SCALE_PY[@]}" bench/benchmark.py --only scale --scale-device "$SCALE_DEVICE" \
@@ -221,8 +229,16 @@ smoke() {
     local summary_rc=$?
     return $((rc != 0 ? rc : summary_rc))
 }
+engines() {
+    timeout -k 15 "$ENGINES_TIMEOUT" "$PY" -m bench.engines "${ENGINES_ARGS[@]}" --out "$OUTDIR/engines.json" \
+        >"$OUTDIR/engines.log" 2>&1
+    local rc=$?
+    grep "^engines" "$OUTDIR/engines.log"
+    return $rc
+}
 step scale scale
 step smoke smoke
+step engines engines
 rm -rf "$WORK"
 
 echo "gpu-check: results in $OUTDIR ($(tr '\n' ';' <"$OUTDIR/status.txt"))$([[ "$REHEARSAL" == 1 ]] && echo " (CPU rehearsal)")"

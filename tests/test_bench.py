@@ -31,7 +31,14 @@ def test_sizes_split_evenly_over_the_tasks_and_name_their_keys():
 
 
 def _variant(speedup, share):
-    return {"speedup": speedup, "identical_parsed_share": share, "identical_reply_share": share, "goal_met": False}
+    return {
+        "speedup": speedup,
+        "speedup_range": [speedup * 0.9, speedup * 1.1],
+        "items_per_s": speedup / 10,
+        "identical_parsed_share": share,
+        "identical_reply_share": share,
+        "goal_met": False,
+    }
 
 
 def test_eval_summary_keys_per_size():
@@ -47,6 +54,12 @@ def test_eval_summary_keys_per_size():
     assert keys["eval_speedup_200"] == 6.0 and keys["eval_identical_share_200"] == 1.0
     assert keys["eval_speedup_dynamic_cache_200"] == 3.0
     assert keys["eval_identical_share_stop_at_first_box_200"] == 0.995
+    assert keys["eval_speedup_range_200"] == [5.4, 6.6000000000000005]
+    assert keys["eval_items_per_s_200"] == {
+        "batched": 0.6,
+        "batched_dynamic_cache": 0.3,
+        "batched_stop_at_first_box": 0.7,
+    }
     assert eval_summary({**result, "items": 60})["eval_speedup"] == 6.0
 
 

@@ -133,7 +133,7 @@ def test_cpu_rehearsal_runs_every_step_end_to_end(tmp_path):
     result, status = _rehearse(tmp_path)
     out = tmp_path / "out"
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert status == {"scale": 0, "smoke": 0}
+    assert status == {"scale": 0, "smoke": 0, "engines": 0}
     assert "CPU rehearsal" in result.stdout
     for name in ("nvidia-smi.txt", "gpu.json", "versions.json", "scale.json", "summary.json", "smoke-summary.json"):
         assert (out / name).is_file(), name
@@ -156,6 +156,10 @@ def test_cpu_rehearsal_runs_every_step_end_to_end(tmp_path):
     assert smoke["status"] == {"ok": smoke["records"], "failed": 0}
     assert [run["status"] for run in smoke["runs"]] == ["ok"] * smoke["records"]
     assert {run["device"] for run in smoke["runs"]} == {"cpu"}
+    engines = json.loads((out / "engines.json").read_text())
+    assert set(engines["engines"]) == {"peftlab", "transformers", "auto"} and engines["device"] == "cpu"
+    assert {e["engine"]["name"] for e in engines["engines"].values()} == {"peftlab", "transformers"}
+    assert engines["identical_reply_share"] == 1.0 and engines["auto_chooses"] == "peftlab"
     assert not list((tmp_path / "tmp").glob("gpu-check.*")), "the fresh project folder is left behind"
 
 
