@@ -150,3 +150,20 @@ def test_the_benchmark_sets_both_engines_side_by_side_round_by_round():
     summary = eval_summary(result)
     assert summary["eval_identical_reply_share_transformers_continuous_3"] == 1.0
     assert set(summary["eval_items_per_s_3"]) == set(variants) and summary["eval_engines_3"] is engines
+
+
+def test_the_reports_provenance_names_each_evaluations_engine(tmp_path):
+    import json
+
+    from peftlab.analysis.study_records import provenance
+
+    meta = {"versions": {"torch": "2.13.0"}, "git": {"commit": "abc", "dirty": False}, "device": "cpu"}
+    for run, engine in (("base", "peftlab"), ("lora", "transformers")):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        record = {"kind": "eval", "meta": meta, "eval_backend": {"name": engine, "setting": "auto", "reason": "x"}}
+        (tmp_path / "runs" / run / "eval-arc.json").write_text(json.dumps(record))
+    (tmp_path / "runs" / "lora" / "train.json").write_text(json.dumps({"kind": "train", "meta": meta}))
+    frame = provenance(study_dir=str(tmp_path))
+    engines = dict(zip(frame["what"], frame["engine"]))
+    assert engines["base/eval-arc.json"] == "peftlab" and engines["lora/eval-arc.json"] == "transformers"
+    assert pd.isna(engines["report"])  # the report itself decodes nothing

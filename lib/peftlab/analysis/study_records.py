@@ -454,9 +454,16 @@ def _sort_key(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance(*, study_dir: str) -> pd.DataFrame:
-    """Versions, commits and devices of every record, and of the report itself."""
+    """Versions, commits, devices and evaluation engines of every record, and of the report itself."""
     rows = [
-        {"what": "report", "versions": json.dumps(package_versions()), "commit": None, "dirty": None, "device": None}
+        {
+            "what": "report",
+            "versions": json.dumps(package_versions()),
+            "commit": None,
+            "dirty": None,
+            "device": None,
+            "engine": None,
+        }
     ]
     for path in sorted(resolve_path(study_dir).glob("runs/*/*.json")):
         try:
@@ -472,7 +479,9 @@ def provenance(*, study_dir: str) -> pd.DataFrame:
                 "commit": git.get("commit"),
                 "dirty": git.get("dirty"),
                 "device": meta.get("device"),
+                # the engine that decoded an evaluation's scored replies (eval_backend); none for training
+                "engine": (record.get("eval_backend") or {}).get("name"),
             }
         )
     frame = pd.DataFrame(rows)
-    return frame.drop_duplicates(subset=["versions", "commit", "dirty", "device"], keep="first")
+    return frame.drop_duplicates(subset=["versions", "commit", "dirty", "device", "engine"], keep="first")

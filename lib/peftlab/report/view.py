@@ -364,6 +364,7 @@ class ReportView:
                     "commit": (r["commit"] or "")[:10] if isinstance(r["commit"], str) else None,
                     "dirty": r["dirty"],
                     "device": r["device"],
+                    "engine": r["engine"],
                     **{k: versions.get(k) for k in ("python", "torch", "transformers", "peft", "trl")},
                 }
             )
@@ -375,6 +376,7 @@ class ReportView:
                 Column("commit", "Git commit", None, True),
                 Column("dirty", "Uncommitted changes", yes_no, True),
                 Column("device", "Device", None, True),
+                Column("engine", "Evaluation engine", None, True),
             ]
             + [
                 Column(k, k.capitalize() if k != "trl" else "TRL", None, True)
