@@ -31,7 +31,8 @@ from peftlab.run.generate import (
 # continuous batching, with the figures (60 reference-protocol items, 1,000-token cap). A device
 # kind not named here has no such measurement, so `auto` gives it the library's engine.
 PEFTLAB_AHEAD = {
-    "cpu": "bench/benchmark.py --only eval, 60 items on 2 CPU cores: docs/performance.md, 'Evaluation engines'",
+    "cpu": "60 reference-protocol items, 1,000-token cap, SmolLM2-135M in float32 on a 2-core Intel Xeon: "
+    "1.40 items/s against 0.36, 3.83x (3.78-3.86x over 3 interleaved rounds), the same replies",
 }
 
 
