@@ -526,3 +526,19 @@ def test_learning_check_compares_each_run_with_the_untuned_base_on_its_training_
     # every item right against the base's 10 of 40: beyond the interval; LoRA's 8 of 40 is not
     assert full["learned"] is True and full["ci_low"] > 0 and full["verdict"] == "a better"
     assert lora["learned"] is False and lora["verdict"] != "a better"
+
+
+def test_lever_memory_runs_each_training_in_a_fresh_process_alternating(tiny_config):
+    """bench.lever_memory on a tiny full-FT job: per round one run with the in-place embedding
+    gradient and one without, each in its own process, with the peak memory and speed paired."""
+    from bench.lever_memory import measure
+
+    config = tiny_config(method="full", n_train=4, batch_size=2, grad_accum=1)
+    result = measure(config, job="tiny-full", repeats=2)
+    assert result["repeats"] == 2 and result["job"] == "tiny-full"
+    for lever in ("on", "undone"):
+        runs = result["peak_rss_gb"][lever]["runs"]
+        assert len(runs) == 2 and all(peak > 0 for peak in runs)
+    saved = result["saved_gb"]
+    assert saved["min"] <= saved["median"] <= saved["max"] and len(result["speedup"]["runs"]) == 2
+    assert result["pays_in_memory"] == (saved["min"] > 0)
