@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import torch
@@ -30,6 +31,14 @@ def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> di
             best = min(best, time.perf_counter() - started)
         result[str(dtype).replace("torch.", "")] = 2 * size**3 / best
     return {"size": size, "threads": torch.get_num_threads(), "flops": result}
+
+
+def spread(values) -> dict:
+    """Median, min and max of repeated measurements (those not None), and how many there are."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(present), "min": min(present), "max": max(present), "n": len(present)}
 
 
 def rel_diff(value: float | None, reference: float | None) -> float | None:

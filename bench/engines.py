@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.evaluation import TASKS
 from peftlab.config import EVAL_BACKENDS, resolve_config
 from peftlab.core.files import write_json
 from peftlab.run.evaluate import run_evaluation
 from peftlab.run.records import run_metadata
-
-TASKS = ("arc", "openmath", "squad_v2")
 
 
 def time_engines(

@@ -21,16 +21,15 @@ over the largest size's items and each size's reference time is the sum over its
 
 from __future__ import annotations
 
-import statistics
 import time
 
 from peftlab.models.loading import load_model
-from peftlab.run.backends import choose_engine, generate_continuous
-from peftlab.run.generate import generate_batched, render_prompts, time_single
+from peftlab.run.backends import DECODERS, choose_engine
+from peftlab.run.generate import render_prompts, time_single
 from peftlab.tasks.boxed import extract_boxed, reference_extract_boxed
 from peftlab.tasks.registry import eval_messages, load_rows
 
-from .common import share_equal
+from .common import share_equal, spread
 
 TASKS = ("arc", "openmath", "squad_v2")
 REFERENCE_MAX_NEW_TOKENS = 1000
@@ -56,15 +55,7 @@ def _decode(model, tokenizer, prompts, *, keywords: dict, **common) -> list[dict
     """A variant's replies: Transformers' continuous batching for `engine="transformers"`,
     else the batched decoder with the variant's keywords."""
     keywords = dict(keywords)
-    if keywords.pop("engine", "peftlab") == "transformers":
-        return generate_continuous(model, tokenizer, prompts, **common)
-    return generate_batched(model, tokenizer, prompts, **common, **keywords)
-
-
-def median_range(values: list[float]) -> dict:
-    """Median and min-max of repeated measurements."""
-    ordered = sorted(values)
-    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "runs": list(values)}
+    return DECODERS[keywords.pop("engine", "peftlab")](model, tokenizer, prompts, **common, **keywords)
 
 
 def split_items(total: int, tasks=TASKS) -> dict[str, int]:
@@ -179,14 +170,14 @@ def bench_eval(
                 )
                 walls[name].append(time.perf_counter() - started)
         for name, keywords in variants.items():
-            wall = median_range(walls[name])
+            wall = spread(walls[name])
             agreement = compare(ref, replies[name])
             speedup = ref_s / wall["median"]
             result["variants"][name] = {
                 "keywords": keywords,
                 "wall_s": wall["median"],
                 "wall_s_range": [wall["min"], wall["max"]],
-                "wall_s_runs": wall["runs"],
+                "wall_s_runs": walls[name],
                 "items_per_s": total / wall["median"],
                 "items_per_s_range": [total / wall["max"], total / wall["min"]],
                 "speedup": speedup,
@@ -210,7 +201,7 @@ def engine_verdict(variants: dict, model) -> dict:
     if ours and theirs:
         # paired per round: the batched decoder's speed over continuous batching's
         ratios = [b / a for a, b in zip(ours["wall_s_runs"], theirs["wall_s_runs"])]
-        ratio = median_range(ratios)
+        ratio = spread(ratios)
         ahead = "peftlab" if ratio["min"] > 1 else "transformers" if ratio["max"] < 1 else None
         verdict.update(
             {

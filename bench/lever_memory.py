@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import OUT
+from bench.common import OUT, spread
 from peftlab.core.files import write_json
 from peftlab.run.records import run_metadata
 
@@ -40,7 +39,7 @@ def _child(config_path: str, lever: str) -> None:
 
 
 def _spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+    return {**spread(values), "runs": values}
 
 
 def demo_job_config(study: str = "demo", job: str = JOB) -> dict:

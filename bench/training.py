@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import statistics
 from pathlib import Path
 
 from peftlab.config import resolve_config
@@ -23,7 +22,7 @@ from peftlab.methods.registry import get_method
 from peftlab.run import train as train_module
 from peftlab.run.train import run_training, training_layout
 
-from .common import OUT, peak_memory_gb, rel_diff
+from .common import OUT, peak_memory_gb, rel_diff, spread
 
 # The reference study's layout, gradient checkpointing included (its training script turned it on),
 # every position projected onto the vocabulary as its trainer did.
@@ -104,14 +103,6 @@ def round_order(names: list[str], round_index: int) -> list[str]:
     if round_index % 2:
         variants.reverse()
     return [REFERENCE, *variants]
-
-
-def spread(values) -> dict:
-    """Median, min and max of the values that are not None, and how many there are."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(present), "min": min(present), "max": max(present), "n": len(present)}
 
 
 def paired_ratios(numerators: list, denominators: list) -> list:

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from peftlab.config import EVAL_BACKENDS
+from peftlab.config import validate
 from peftlab.run.generate import (
     UnsupportedAttentionError,
-    _eos_ids,
-    _sync,
     check_supported_attention,
+    eos_token_ids,
     generate_batched,
+    sync_device,
 )
 
 # Device kinds on which `bench/benchmark.py --only eval` measured the batched decoder ahead of
@@ -52,8 +52,7 @@ def choose_engine(setting: str, model) -> Engine:
     """The engine for `setting` on `model`'s device. `peftlab` on a model whose attention the
     batched decoder does not support raises `UnsupportedAttentionError`; `auto` then takes
     `transformers` instead and says why."""
-    if setting not in EVAL_BACKENDS:
-        raise ValueError(f"eval_backend {setting!r} is not allowed; allowed: {', '.join(EVAL_BACKENDS)}")
+    validate({"eval_backend": setting}, source="choose_engine")
     if setting == "peftlab":
         check_supported_attention(model)
         return Engine("peftlab", setting, "set by eval_backend")
@@ -72,8 +71,7 @@ def choose_engine(setting: str, model) -> Engine:
 def generate_replies(engine: Engine, model, tokenizer, prompts: list[str], **keywords) -> list[dict]:
     """Every prompt's greedy reply, decoded by `engine`: per item `reply`, `tokens_generated`
     (up to and including the end-of-sequence token) and `seconds` (its share of the wall time)."""
-    decode = generate_batched if engine.name == "peftlab" else generate_continuous
-    return decode(model, tokenizer, prompts, **keywords)
+    return DECODERS[engine.name](model, tokenizer, prompts, **keywords)
 
 
 # Tokens per page of the continuous-batching cache: Transformers' default.
@@ -112,11 +110,11 @@ def generate_continuous(
     generation = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=False,
-        eos_token_id=sorted(_eos_ids(model, tokenizer)),
+        eos_token_id=sorted(eos_token_ids(model, tokenizer)),
         pad_token_id=tokenizer.pad_token_id,
     )
     print(f"{desc}: {len(prompts)} items by continuous batching")
-    _sync(model.device)
+    sync_device(model.device)
     started = time.perf_counter()
     outputs = model.generate_batch(
         token_lists,
@@ -126,7 +124,7 @@ def generate_continuous(
         ),
         progress_bar=True,
     )
-    _sync(model.device)
+    sync_device(model.device)
     seconds = (time.perf_counter() - started) / len(prompts)
     # request ids count the inputs in order (req_0, req_1, ...); each output names its prompt too
     ordered = sorted(outputs.values(), key=lambda output: int(output.request_id.rsplit("_", 1)[-1]))
@@ -149,3 +147,7 @@ def generate_continuous(
         }
         for o in ordered
     ]
+
+
+# The decoder of each engine (`eval_backend`'s explicit settings).
+DECODERS = {"peftlab": generate_batched, "transformers": generate_continuous}

@@ -46,7 +46,7 @@ def first_box_closed(tokenizer) -> Callable[[list[int]], bool]:
     return stop
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
+def eos_token_ids(model, tokenizer) -> set[int]:
     eos = model.generation_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
@@ -62,7 +62,7 @@ def _count_generated(new_tokens: list[int], eos_ids: set[int]) -> int:
     return len(new_tokens)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -655,7 +655,7 @@ def generate_batched(
     scoring reads the first box only, so nothing after it can change that score; the
     corrected scoring reads the last box and must not use it."""
     tokenizer.padding_side = "left"
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     stop = first_box_closed(tokenizer) if stop_at_first_box else None
     token_lists = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(token_lists[i]))
@@ -663,10 +663,10 @@ def generate_batched(
     prefix, prefix_s = None, 0.0
     shared = shared_prefix_length(token_lists) if share_prefix else 0
     if shared:
-        _sync(model.device)
+        sync_device(model.device)
         started = time.perf_counter()
         prefix = prefix_cache(model, torch.tensor([token_lists[0][:shared]], device=model.device))
-        _sync(model.device)
+        sync_device(model.device)
         prefix_s = time.perf_counter() - started
     with tqdm(total=len(prompts), desc=desc, unit="item") as bar:
         for start in range(0, len(order), batch_size):
@@ -674,7 +674,7 @@ def generate_batched(
             batch = tokenizer(
                 [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(model.device)
-            _sync(model.device)
+            sync_device(model.device)
             started = time.perf_counter()
             sequences = greedy_decode(
                 model,
@@ -688,7 +688,7 @@ def generate_batched(
                 prefill_tokens=prefill_tokens,
                 draft_tokens=draft_tokens,
             )
-            _sync(model.device)
+            sync_device(model.device)
             seconds = (time.perf_counter() - started + prefix_s) / len(chunk)
             prefix_s = 0.0
             for index, new in zip(chunk, sequences):
@@ -710,7 +710,7 @@ def time_single(
     call (a further timing pass right after a warmed one). The warm-up call decodes two tokens:
     it runs the prompt pass and a cached decoding step, the two kinds of step a timed call
     repeats; more tokens would only repeat the second."""
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     kwargs = _greedy_kwargs(tokenizer, max_new_tokens)
     if not prompts:
         return []
@@ -720,10 +720,10 @@ def time_single(
     timed = []
     for prompt in tqdm(prompts, desc=desc, unit="item"):
         inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-        _sync(model.device)
+        sync_device(model.device)
         started = time.perf_counter()
         output = model.generate(**inputs, **kwargs)
-        _sync(model.device)
+        sync_device(model.device)
         seconds = time.perf_counter() - started
         new = output[0, inputs["input_ids"].shape[1] :].tolist()
         n = _count_generated(new, eos_ids)
