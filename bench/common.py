@@ -33,6 +33,13 @@ def matmul_peak(device: torch.device, size: int = 2048, repeats: int = 10) -> di
     return {"size": size, "threads": torch.get_num_threads(), "flops": result}
 
 
+def alternating(names, round_index: int) -> list:
+    """The order of round `round_index` (0-based) of interleaved repeats: `names` as given,
+    reversed every other round, so that no variant always runs right after the same one."""
+    names = list(names)
+    return names if round_index % 2 == 0 else names[::-1]
+
+
 def spread(values) -> dict:
     """Median, min and max of repeated measurements (those not None), and how many there are."""
     present = [v for v in values if v is not None]

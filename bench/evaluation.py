@@ -29,7 +29,7 @@ from peftlab.run.generate import render_prompts, time_single
 from peftlab.tasks.boxed import extract_boxed, reference_extract_boxed
 from peftlab.tasks.registry import eval_messages, load_rows
 
-from .common import share_equal, spread
+from .common import alternating, share_equal, spread
 
 TASKS = ("arc", "openmath", "squad_v2")
 REFERENCE_MAX_NEW_TOKENS = 1000
@@ -153,8 +153,7 @@ def bench_eval(
         walls: dict[str, list[float]] = {name: [] for name in variants}
         replies: dict[str, list[dict]] = {}
         for round_index in range(repeats):
-            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-            for name in order:
+            for name in alternating(variants, round_index):
                 keywords = variants[name]
                 # a short untimed call first: the first decoding after another pays set-up costs
                 _decode(model, tokenizer, subset[:1], keywords=keywords, max_new_tokens=4, batch_size=1, desc="warm-up")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import OUT, spread
+from bench.common import OUT, alternating, spread
 from peftlab.core.files import write_json
 from peftlab.run.records import run_metadata
 
@@ -54,8 +54,7 @@ def measure(config: dict, *, job: str = JOB, repeats: int = 3) -> dict:
     runs: dict[str, list[dict]] = {"on": [], "undone": []}
     with tempfile.TemporaryDirectory() as scratch:
         for index in range(repeats):
-            order = ("on", "undone") if index % 2 == 0 else ("undone", "on")
-            for lever in order:
+            for lever in alternating(("on", "undone"), index):
                 path = Path(scratch) / "config.json"
                 path.write_text(json.dumps({**config, "out_dir": str(Path(scratch) / lever), "force": True}))
                 print(f"lever memory: round {index + 1}/{repeats}, lever {lever}", flush=True)

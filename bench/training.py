@@ -22,7 +22,7 @@ from peftlab.methods.registry import get_method
 from peftlab.run import train as train_module
 from peftlab.run.train import run_training, training_layout
 
-from .common import OUT, peak_memory_gb, rel_diff, spread
+from .common import OUT, alternating, peak_memory_gb, rel_diff, spread
 
 # The reference study's layout, gradient checkpointing included (its training script turned it on),
 # every position projected onto the vocabulary as its trainer did.
@@ -99,10 +99,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 def round_order(names: list[str], round_index: int) -> list[str]:
     """The layouts of round `round_index` (0-based): the reference first, then the others in
     their given order, reversed every other round so that no layout always follows the reference."""
-    variants = [name for name in names if name != REFERENCE]
-    if round_index % 2:
-        variants.reverse()
-    return [REFERENCE, *variants]
+    return [REFERENCE, *alternating([name for name in names if name != REFERENCE], round_index)]
 
 
 def paired_ratios(numerators: list, denominators: list) -> list:
